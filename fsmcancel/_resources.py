@@ -1,0 +1,199 @@
+"""
+How each kind of resource is released.
+
+A state owns what it acquired.  Releasing must *really* free the thing (close
+the connection, stop the timer), and must not turn the consequences of our
+own cancellation into errors: a ``Deferred`` we cancel fails with
+``CancelledError`` (or, from some Twisted APIs, with a different error that
+only says "you cancelled me", see Twisted #9696), and nobody should see that
+as an "Unhandled error in Deferred".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import (
+    ConnectingCancelledError,
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    DNSLookupError,
+)
+from twisted.python.failure import Failure
+
+from fsmcancel._errors import CleanupFailed, OperationCancelled, as_failure
+
+if TYPE_CHECKING:
+    from fsmcancel._operation import Operation
+
+Release = Callable[[Any], object]
+
+# Failures that only report that we cancelled or closed the thing ourselves.
+# DNSLookupError is here because HostnameEndpoint turns a cancelled connect
+# into one (Twisted #9696); only Deferreds we cancelled are judged by this.
+_CANCELLATION = (
+    CancelledError,
+    ConnectingCancelledError,
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    DNSLookupError,
+)
+
+
+def is_cancellation(failure: Failure) -> bool:
+    """
+    Does ``failure`` only say "this was cancelled"?
+
+    Twisted's HTTP client wraps the cause in ``ResponseNeverReceived`` and
+    friends (anything with a ``reasons`` list); those count when every
+    wrapped reason does.  An ``OperationCancelled`` carrying cleanup errors
+    does not count: those errors must travel on.
+    """
+    value = failure.value
+    if isinstance(value, OperationCancelled):
+        return not value.cleanup_errors
+    if isinstance(value, _CANCELLATION):
+        return True
+    reasons = getattr(value, "reasons", None)
+    if isinstance(reasons, list) and reasons:
+        return all(isinstance(r, Failure) and is_cancellation(r) for r in reasons)
+    return False
+
+
+def _settle_after_cancel(result: object) -> object:
+    """
+    Turn what a cancelled Deferred fired with into the release's own outcome.
+    """
+    if isinstance(result, Failure) and not is_cancellation(result):
+        return result
+    return None
+
+
+def release_deferred(d: Deferred[Any]) -> Deferred[None]:
+    """
+    Cancel ``d`` and report only failures that are not about cancelling.
+
+    ``cancel()`` always leaves ``d`` fired (Twisted errbacks it if the
+    canceller did not), unless it is paused on an inner Deferred, in which
+    case the cancel is forwarded there; either way the outcome arrives through
+    the callback we add after it.
+    """
+    d.cancel()
+    settled: Deferred[None] = Deferred()
+    d.addBoth(_settle_after_cancel).addBoth(_fire, settled)
+    return settled
+
+
+def _fire(result: object, settled: Deferred[None]) -> None:
+    if isinstance(result, Failure):
+        settled.errback(result)
+    else:
+        settled.callback(None)
+
+
+def release_delayed_call(call: Any) -> None:
+    if call.active():
+        call.cancel()
+
+
+def release_transport(transport: Any) -> None:
+    """
+    Close a connection now.
+
+    ``abortConnection`` drops buffered data and closes within this reactor
+    turn, which is what a cancel means; ``loseConnection`` would keep a
+    stalled peer's connection open until the buffer drains, i.e. forever.
+    """
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+    else:
+        transport.loseConnection()
+
+
+def release_operation(child: Operation[Any, Any]) -> Deferred[None]:
+    """
+    Cancel a child operation and wait until it has finished cleaning up.
+
+    Its cleanup errors become ours: they arrive here as a ``CleanupFailed``
+    (or an ``OperationCancelled`` carrying them), which the owner flattens.
+    """
+    child.cancel(f"owner left the state that owned {child.name}")
+    settled: Deferred[None] = Deferred()
+    child.observe().addBoth(_settle_child, child).addBoth(_fire, settled)
+    return settled
+
+
+def _settle_child(result: object, child: Operation[Any, Any]) -> object:
+    if not isinstance(result, Failure):
+        return None
+    value = result.value
+    if isinstance(value, OperationCancelled) and value.cleanup_errors:
+        return as_failure(CleanupFailed(child.name, result, value.cleanup_errors))
+    return _settle_after_cancel(result)
+
+
+def default_release(resource: object) -> Release | None:
+    """
+    Pick the release for a resource of a kind fsmcancel knows.
+    """
+    from fsmcancel._operation import Operation
+
+    if isinstance(resource, Deferred):
+        return release_deferred
+    if isinstance(resource, Operation):
+        return release_operation
+    if callable(getattr(resource, "active", None)) and callable(getattr(resource, "cancel", None)):
+        return release_delayed_call
+    if callable(getattr(resource, "loseConnection", None)):
+        return release_transport
+    return None
+
+
+def flatten_errors(failure: Failure) -> list[Failure]:
+    """
+    The individual cleanup errors inside ``failure``.
+
+    A child's cleanup errors reach the parent wrapped in ``CleanupFailed``;
+    unwrapping keeps "every cleanup error reaches the outer completion" true
+    at any depth, one entry per error.
+    """
+    value = failure.value
+    if isinstance(value, CleanupFailed):
+        inner: list[Failure] = []
+        for error in value.errors:
+            inner.extend(flatten_errors(error))
+        return inner
+    if isinstance(value, OperationCancelled) and value.cleanup_errors:
+        return [f for error in value.cleanup_errors for f in flatten_errors(error)]
+    return [failure]
+
+
+class Resource:
+    """
+    One thing a state owns, and how to let go of it.
+    """
+
+    __slots__ = ("name", "obj", "release", "released")
+
+    def __init__(self, obj: object, release: Release, name: str | None) -> None:
+        self.obj = obj
+        self.release = release
+        self.name = name
+        self.released = False
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return self.name
+        from fsmcancel._operation import Operation
+
+        if isinstance(self.obj, Operation):
+            return self.obj.name
+        return type(self.obj).__name__
+
+    def __repr__(self) -> str:
+        return f"<Resource {self.describe()}{' released' if self.released else ''}>"
