@@ -89,5 +89,3 @@ def test_json_lines() -> None:
     transition = next(e for e in events if e["event"] == "transition")
     assert set(transition) >= {"op", "machine", "old", "input", "new", "seconds", "level"}
     assert [e["event"] for e in events][-1] == "completed"
-
-

@@ -1,0 +1,5 @@
+"""
+A module with no machines, to check the "nothing found" error.
+"""
+
+ANSWER = 42
