@@ -581,17 +581,47 @@ class _InputsBase:
     def __repr__(self) -> str:
         return f"<inputs of {self._op.name}>"
 
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        inputs = ", ".join(sorted(n for n in dir(type(self)) if not n.startswith("_")))
+        raise AttributeError(f"{self._op.name} has no input {name!r}; its inputs are: {inputs}")
 
-def _input_method(name: str, automat_method: Callable[..., Any]) -> Callable[..., Any]:
+
+def _input_method(
+    name: str, automat_method: Callable[..., Any], declared: Callable[..., Any]
+) -> Callable[..., Any]:
     """
     The method users call for one input.
 
     The common case (not re-entrant, not finishing) is inlined here because
     it runs on every transition; everything else goes to ``Operation._feed``.
+
+    Arguments are checked against the Protocol's signature before anything
+    runs: a wrong call is the caller's mistake, raised to the caller, and
+    must not become a failure of the behaviour (which would fail the whole
+    operation).  Counting positional arguments is enough on the hot path;
+    the full ``Signature.bind`` runs only when that count is off or keyword
+    arguments are used.
     """
+    sig = signature(declared)
+    params = list(sig.parameters.values())[1:]  # without self
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    low = sum(1 for p in positional if p.default is p.empty)
+    high = len(positional)
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        high = 1 << 30
+
+    def check(op: Operation[Any, Any], args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        try:
+            sig.bind(None, *args, **kw)
+        except TypeError as e:
+            raise TypeError(f"{op.name}: input {name!r} in state {op.state!r}: {e}") from None
 
     def feed(self: _InputsBase, *args: Any, **kw: Any) -> Any:
         op = self._op
+        if kw or not low <= len(args) <= high:
+            check(op, args, kw)
         if op._busy or op._finishing:
             return op._feed(name, automat_method, args, kw)
         op._busy = True
@@ -645,7 +675,7 @@ class OperationFactory(Generic[I, C]):
                 methods[name] = _cancel_method
                 self._cancel_method: Callable[..., Any] = implementation
             else:
-                methods[name] = _input_method(name, implementation)
+                methods[name] = _input_method(name, implementation, protocol_method)
         self._inputs_type = type(f"{builder._inputs.__name__}Inputs", (_InputsBase,), methods)
 
     def __call__(

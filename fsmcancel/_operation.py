@@ -500,7 +500,8 @@ class Operation(Generic[I, C]):
             self._enqueue(name, method, args, kw)
             return None
         if self._finishing:
-            return self._unexpected(name, "the operation is finishing")
+            detail = "the operation has completed" if self._done else "the operation is finishing"
+            return self._unexpected(name, detail)
         self._busy = True
         self._input = name
         try:

@@ -578,7 +578,7 @@ class TestErrorsInBehaviours:
         assert op.core.released == ["buffer", "request"]
         assert clock.getDelayedCalls() == []
         assert isinstance(out[0], Failure) and out[0].check(KeyError)
-        with pytest.raises(UnexpectedInput, match="finishing"):
+        with pytest.raises(UnexpectedInput, match="the operation has completed"):
             op.inputs.chunk("late")
 
     def test_unhandled_watched_failure_fails_the_operation(self, clock: Clock) -> None:
@@ -1042,3 +1042,38 @@ def test_watch_accepts_an_already_fired_deferred(clock: Clock) -> None:
     out = results(op.completion)
     op.watch(succeed("last"), op.inputs.chunk)
     assert out == ["last"]
+
+
+class TestBadInput:
+    """
+    A caller's mistake is raised to the caller, naming the operation, state
+    and input, and the operation loses nothing.
+    """
+
+    def test_wrong_arguments_do_not_fail_the_operation(self, clock: Clock) -> None:
+        op = started(clock)
+        out = results(op.completion)
+        with pytest.raises(TypeError, match=r"download#\d+: input 'chunk' in state 'receiving'"):
+            op.inputs.chunk()  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="unexpected keyword argument 'size'"):
+            op.inputs.chunk("x", size=3)  # type: ignore[call-arg]
+        assert out == [] and op.state == "receiving"
+        op.core.calls[0].callback("last")
+        assert out == ["last"]
+
+    def test_keyword_arguments_are_fine(self, clock: Clock) -> None:
+        op = started(clock)
+        out = results(op.completion)
+        op.core.calls[0].callback("a")
+        op.inputs.chunk(data="last")
+        assert out == ["alast"]
+
+    def test_unknown_input_names_the_operation_and_lists_inputs(self, clock: Clock) -> None:
+        op = started(clock)
+        with pytest.raises(
+            AttributeError,
+            match=r"download#\d+ has no input 'chunks'; its inputs are: cancel, chunk, closed, finished, peek, start",
+        ):
+            op.inputs.chunks("x")  # type: ignore[attr-defined]
+        results(op.completion)
+        op.cancel()

@@ -34,3 +34,12 @@ def test_readme_example_is_the_tested_example() -> None:
     code = re.search(r"```python\n(.*?)\n```", example, re.S)
     assert code is not None
     assert code.group(1) in (ROOT / "examples" / "fetch_line.py").read_text()
+
+
+def test_readme_diagram_is_generated_from_the_example() -> None:
+    from examples.fetch_line import fetch_line_machine
+    from fsmcancel.diagram import render
+
+    embedded = re.search(r"```mermaid\n(.*?)\n```", README, re.S)
+    assert embedded is not None
+    assert embedded.group(1) == render(fetch_line_machine, "mermaid").rstrip()

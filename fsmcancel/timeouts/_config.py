@@ -1,0 +1,512 @@
+"""
+One schema for every timeout knob; loading it from TOML, a dict and the
+environment; validating all of it before anything is built.
+
+The configuration is layered (defaults < file < dict < environment, and
+within each, ``default`` < ``kinds.<kind>`` < ``peers.<peer>``) and every
+value remembers its source, because the first question an operator asks
+about a surprising timeout is "where did that number come from?".  Loading
+either returns a complete immutable `TimeoutConfig` or raises `ConfigError`
+listing every problem: a half-applied configuration would be a timeout
+nobody chose.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from fsmcancel.timeouts._duration import DurationError, format_duration, parse_duration
+from fsmcancel.timeouts._rule import (
+    POLICIES,
+    DeadlineRule,
+    HedgeRule,
+    IdleRule,
+    Policy,
+    Rule,
+    label,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+ENV_PREFIX: Final = "FSMCANCEL_TIMEOUTS__"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad value: where it is (a dotted key path or variable) and why."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """
+    The configuration is invalid; ``problems`` lists every reason, each
+    naming the key path (or environment variable) and the bad value.
+    """
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"invalid timeout configuration:\n{lines}")
+
+
+@dataclass(frozen=True)
+class _Knob:
+    parse: Callable[[object], object]
+    default: object
+    doc: str
+
+
+def _duration(positive: bool) -> Callable[[object], object]:
+    def parse(raw: object) -> object:
+        seconds = parse_duration(raw)
+        if positive and seconds <= 0:
+            raise ValueError(f"{raw!r} must be greater than zero")
+        return seconds
+
+    return parse
+
+
+def _real(
+    low: float, high: float | None, *, open_low: bool, open_high: bool = True
+) -> Callable[[object], object]:
+    def parse(raw: object) -> object:
+        if isinstance(raw, str):
+            try:
+                raw = float(raw)
+            except ValueError:
+                raise ValueError(f"expected a number, got {raw!r}") from None
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ValueError(f"expected a number, got {type(raw).__name__} {raw!r}")
+        value = float(raw)
+        too_low = value <= low if open_low else value < low
+        too_high = high is not None and (value >= high if open_high else value > high)
+        if too_low or too_high or value != value:
+            lo = f"{'(' if open_low else '['}{low:g}"
+            hi = f"{high:g}{')' if open_high else ']'}" if high is not None else "∞)"
+            raise ValueError(f"{raw!r} is outside {lo}, {hi}")
+        return value
+
+    return parse
+
+
+def _integer(low: int) -> Callable[[object], object]:
+    def parse(raw: object) -> object:
+        if isinstance(raw, str) and re.fullmatch(r"[+-]?\d+", raw.strip()):
+            raw = int(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValueError(f"expected an integer, got {type(raw).__name__} {raw!r}")
+        if raw < low:
+            raise ValueError(f"{raw!r} must be at least {low}")
+        return raw
+
+    return parse
+
+
+def _policy(raw: object) -> object:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a policy name, got {type(raw).__name__} {raw!r}")
+    name = raw.strip().lower()
+    if name not in POLICIES:
+        hint = difflib.get_close_matches(name, POLICIES, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(f"unknown policy {raw!r} (one of {', '.join(POLICIES)}){suggestion}")
+    return name
+
+
+#: Every knob of a rule table, by dotted path, with its default.
+KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
+    {
+        "policy": _Knob(_policy, "idle", "fixed | deadline | idle | hedge"),
+        "backoff": _Knob(
+            _real(1.0, None, open_low=False), 2.0, "timeout multiplier per consecutive timeout"
+        ),
+        "deadline.initial": _Knob(_duration(True), 10.0, "cold-start (and fixed) deadline"),
+        "deadline.min": _Knob(_duration(True), 0.25, "lowest adaptive deadline"),
+        "deadline.max": _Knob(_duration(True), 1800.0, "highest deadline; hard limit of a call"),
+        "deadline.quantile": _Knob(
+            _real(0.0, 1.0, open_low=True), 0.999, "latency quantile the deadline follows"
+        ),
+        "deadline.multiplier": _Knob(
+            _real(1.0, None, open_low=False), 2.0, "deadline = quantile * multiplier"
+        ),
+        "deadline.window": _Knob(_integer(16), 1000, "latencies kept per key"),
+        "idle.initial": _Knob(_duration(True), 5.0, "cold-start idle timeout"),
+        "idle.min": _Knob(_duration(True), 1.0, "lowest idle timeout"),
+        "idle.max": _Knob(_duration(True), 30.0, "highest idle timeout"),
+        "idle.threshold": _Knob(
+            _real(0.0, 300.0, open_low=True), 8.0, "phi at which silence is a stall"
+        ),
+        "idle.min_std": _Knob(_duration(True), 0.1, "floor on the gap standard deviation"),
+        "idle.acceptable_pause": _Knob(
+            _duration(False), 0.75, "silence tolerated on top of the gap model"
+        ),
+        "idle.window": _Knob(_integer(4), 200, "progress gaps kept per key"),
+        "hedge.initial": _Knob(_duration(True), 1.0, "cold-start hedge delay"),
+        "hedge.min": _Knob(_duration(True), 0.01, "lowest hedge delay"),
+        "hedge.max": _Knob(_duration(True), 10.0, "highest hedge delay"),
+        "hedge.quantile": _Knob(
+            _real(0.0, 1.0, open_low=True), 0.95, "latency quantile after which to hedge"
+        ),
+        "hedge.budget": _Knob(
+            _real(0.0, 1.0, open_low=False, open_high=False),
+            0.05,
+            "backups allowed as a share of calls",
+        ),
+        "hedge.burst": _Knob(_integer(0), 10, "backups allowed before any budget is earned"),
+    }
+)
+
+_SECTIONS: Final = ("deadline", "idle", "hedge")
+_TOP: Final = ("default", "kinds", "peers")
+
+
+def _tree() -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in KNOBS:
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = path
+    return tree
+
+
+_TREE: Final = _tree()
+
+
+@dataclass(frozen=True)
+class Value:
+    """A knob's value and where it came from (``default``, a file, ...)."""
+
+    value: object
+    source: str
+
+
+_DURATION_KNOBS: Final = frozenset(
+    path
+    for path in KNOBS
+    if path.split(".")[-1] in {"initial", "min", "max", "min_std", "acceptable_pause"}
+)
+
+Layer = Mapping[str, Value]
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    """
+    The validated, immutable timeout configuration.
+
+    ``default`` holds every knob; ``kinds`` and ``peers`` hold only the
+    knobs they override.  Use `rule` to resolve one (kind, peer).
+    """
+
+    default: Layer
+    kinds: Mapping[str, Layer] = field(default_factory=lambda: MappingProxyType({}))
+    peers: Mapping[str, Layer] = field(default_factory=lambda: MappingProxyType({}))
+
+    def effective(self, kind: str | None = None, peer: str | None = None) -> dict[str, Value]:
+        """Every knob for (kind, peer), with the source it came from."""
+        merged = dict(self.default)
+        if kind is not None:
+            merged.update(self.kinds.get(kind, {}))
+        if peer is not None:
+            merged.update(self.peers.get(peer, {}))
+        return merged
+
+    def rule(self, kind: str | None = None, peer: str | None = None) -> Rule:
+        """The flattened rule for calls of ``kind`` to ``peer``."""
+        return _build_rule(self.effective(kind, peer))
+
+    def explain(
+        self, kind: str | None = None, peer: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """``(key, rendered value, source)`` rows for ``timeouts show``."""
+        return [
+            (path, render(path, value.value), value.source)
+            for path, value in self.effective(kind, peer).items()
+        ]
+
+
+def render(path: str, value: object) -> str:
+    """A knob's value as it would be written in a file."""
+    if path in _DURATION_KNOBS and isinstance(value, float):
+        return format_duration(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _build_rule(values: Mapping[str, Value]) -> Rule:
+    def get(path: str) -> Any:
+        return values[path].value
+
+    def section(name: str) -> dict[str, Any]:
+        knobs = {k: get(f"{name}.{k}") for k in _fields(name)}
+        knobs["initial"] = min(max(knobs["initial"], knobs["min"]), knobs["max"])
+        return knobs
+
+    return Rule(
+        policy=_as_policy(get("policy")),
+        backoff=get("backoff"),
+        deadline=DeadlineRule(**section("deadline")),
+        idle=IdleRule(**section("idle")),
+        hedge=HedgeRule(**section("hedge")),
+    )
+
+
+def _as_policy(name: str) -> Policy:
+    for policy in POLICIES:
+        if policy == name:
+            return policy
+    raise AssertionError(name)  # pragma: no cover - validated earlier
+
+
+def _fields(section: str) -> list[str]:
+    return [p.split(".", 1)[1] for p in KNOBS if p.startswith(section + ".")]
+
+
+def rule_label(config: TimeoutConfig, kind: str, peer: str | None = None) -> str:
+    """
+    A short label of the rule guarding ``kind`` calls (to ``peer``), for
+    diagrams: ``idle φ>8, 1s..30s``, ``deadline p99.9\u00d72, 250ms..30m``,
+    ``fixed 10s`` or ``hedge p95 ≤5%, idle φ>8, 1s..30s``.
+    """
+    return label(config.rule(kind, peer))
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _Collector:
+    """Parses raw layers, collecting every problem instead of stopping."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.default: dict[str, Value] = {}
+        self.kinds: dict[str, dict[str, Value]] = {}
+        self.peers: dict[str, dict[str, Value]] = {}
+
+    def add_document(self, doc: object, source: str) -> None:
+        if not isinstance(doc, Mapping):
+            self.problems.append(Problem("<root>", f"expected a table, got {doc!r}"))
+            return
+        for key, sub in doc.items():
+            if key == "default":
+                self._add_rule(sub, "default", source, self.default)
+            elif key in ("kinds", "peers"):
+                target = self.kinds if key == "kinds" else self.peers
+                if not isinstance(sub, Mapping):
+                    self.problems.append(Problem(key, f"expected a table of names, got {sub!r}"))
+                    continue
+                for name, table in sub.items():
+                    path = f"{key}.{quote_key(str(name))}"
+                    self._add_rule(table, path, source, target.setdefault(str(name), {}))
+            else:
+                self.problems.append(Problem(str(key), _unknown(str(key), _TOP)))
+
+    def _add_rule(self, table: object, path: str, source: str, into: dict[str, Value]) -> None:
+        if not isinstance(table, Mapping):
+            self.problems.append(Problem(path, f"expected a table, got {table!r}"))
+            return
+        self._walk(table, _TREE, path, source, into)
+
+    def _walk(
+        self,
+        table: Mapping[Any, Any],
+        schema: Mapping[str, Any],
+        path: str,
+        source: str,
+        into: dict[str, Value],
+    ) -> None:
+        for key, raw in table.items():
+            where = f"{path}.{key}"
+            node = schema.get(str(key))
+            if node is None:
+                self.problems.append(Problem(where, _unknown(str(key), schema)))
+            elif isinstance(node, dict):
+                if isinstance(raw, Mapping):
+                    self._walk(raw, node, where, source, into)
+                else:
+                    self.problems.append(Problem(where, f"expected a table, got {raw!r}"))
+            else:
+                self.set(node, raw, where, source, into)
+
+    def set(self, knob: str, raw: object, where: str, source: str, into: dict[str, Value]) -> None:
+        try:
+            value = KNOBS[knob].parse(raw)
+        except (ValueError, DurationError) as e:
+            self.problems.append(Problem(where, str(e)))
+        else:
+            into[knob] = Value(value, source)
+
+    def add_environment(self, env: Mapping[str, str]) -> None:
+        for variable in sorted(env):
+            if not variable.upper().startswith(ENV_PREFIX):
+                continue
+            parts = variable[len(ENV_PREFIX) :].lower().split("__")
+            source = f"env {variable}"
+            raw = env[variable]
+            if parts[0] == "default":
+                into, rest = self.default, parts[1:]
+            elif parts[0] in ("kinds", "peers") and len(parts) >= 3:
+                names = self.kinds if parts[0] == "kinds" else self.peers
+                into, rest = names.setdefault(_match_name(parts[1], names), {}), parts[2:]
+            else:
+                candidates = [ENV_PREFIX + t.upper() + "__" for t in _TOP]
+                self.problems.append(
+                    Problem(
+                        variable,
+                        "expected FSMCANCEL_TIMEOUTS__DEFAULT__<KNOB>, "
+                        "FSMCANCEL_TIMEOUTS__KINDS__<KIND>__<KNOB> or "
+                        f"FSMCANCEL_TIMEOUTS__PEERS__<PEER>__<KNOB> (sections: {candidates})",
+                    )
+                )
+                continue
+            knob = ".".join(rest)
+            if knob not in KNOBS:
+                hint = difflib.get_close_matches(knob, list(KNOBS), n=1)
+                suggestion = ""
+                if hint:
+                    fixed = "__".join(hint[0].split(".")).upper()
+                    prefix = variable[: len(variable) - len("__".join(rest))]
+                    suggestion = f"; did you mean {prefix}{fixed}?"
+                self.problems.append(Problem(variable, f"unknown knob {knob!r}{suggestion}"))
+                continue
+            self.set(knob, raw, variable, source, into)
+
+
+def quote_key(name: str) -> str:
+    """A table name as TOML would need it written."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
+
+
+def _unknown(key: str, valid: Mapping[str, Any] | tuple[str, ...]) -> str:
+    names = list(valid)
+    hint = difflib.get_close_matches(key, names, n=1)
+    if hint:
+        return f"unknown key {key!r}; did you mean {hint[0]!r}?"
+    return f"unknown key {key!r} (valid: {', '.join(names)})"
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "_", name.lower())
+
+
+def _match_name(env_name: str, known: Mapping[str, object]) -> str:
+    """
+    Environment variable names are case-insensitive and cannot hold ``-``
+    or ``.``, so a kind or peer named in the file is matched ignoring case
+    and treating every other character as ``_``; otherwise the lowercase
+    name is used.
+    """
+    for name in known:
+        if _normal(name) == env_name:
+            return name
+    return env_name
+
+
+def _check_combinations(c: _Collector, defaults: Layer) -> None:
+    """
+    Bounds can be split across layers (``min`` from a file, ``max`` from the
+    environment), so they are checked on every combination a call could
+    resolve to, and the message names the layer that broke them.
+    """
+    base = {**defaults, **c.default}
+    combos: list[tuple[str, dict[str, Value]]] = [("default", base)]
+    for kind, layer in c.kinds.items():
+        combos.append((f"kinds.{quote_key(kind)}", {**base, **layer}))
+    for peer, layer in c.peers.items():
+        combos.append((f"peers.{quote_key(peer)}", {**base, **layer}))
+        for kind, klayer in c.kinds.items():
+            combos.append(
+                (
+                    f"peers.{quote_key(peer)} with kinds.{quote_key(kind)}",
+                    {**base, **klayer, **layer},
+                )
+            )
+    seen: set[str] = set()
+    for where, values in combos:
+        for section in _SECTIONS:
+            lo, init, hi = (values[f"{section}.{k}"] for k in ("min", "initial", "max"))
+            assert isinstance(lo.value, float) and isinstance(hi.value, float)
+            assert isinstance(init.value, float)
+            message = None
+            if lo.value > hi.value:
+                message = (
+                    f"min {format_duration(lo.value)} ({lo.source}) > "
+                    f"max {format_duration(hi.value)} ({hi.source})"
+                )
+            elif not lo.value <= init.value <= hi.value and init.source != "default":
+                # A built-in initial is quietly clamped into the user's bounds
+                # (see _build_rule); one the user wrote is a contradiction.
+                message = (
+                    f"initial {format_duration(init.value)} ({init.source}) is outside "
+                    f"min..max {format_duration(lo.value)}..{format_duration(hi.value)}"
+                )
+            if message is not None and message not in seen:
+                seen.add(message)
+                c.problems.append(Problem(f"{where}.{section}", message))
+
+
+def _defaults() -> dict[str, Value]:
+    return {path: Value(knob.default, "default") for path, knob in KNOBS.items()}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    data: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> TimeoutConfig:
+    """
+    Build the timeout configuration from defaults, a TOML file, a dict and
+    environment variables, in that order of precedence (later wins).
+
+    ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the
+    environment.  Everything is validated before anything is built: the
+    result is complete and immutable, or `ConfigError` lists every problem.
+    ``OSError`` propagates if ``path`` cannot be read.
+    """
+    c = _Collector()
+    if path is not None:
+        with open(path, "rb") as f:
+            try:
+                doc = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError([Problem(os.fspath(path), f"not valid TOML: {e}")]) from None
+        c.add_document(doc, f"file {os.fspath(path)}")
+    if data is not None:
+        c.add_document(data, "dict")
+    c.add_environment(os.environ if env is None else env)
+    defaults = _defaults()
+    _check_combinations(c, defaults)
+    if c.problems:
+        raise ConfigError(c.problems)
+    return TimeoutConfig(
+        default=MappingProxyType({**defaults, **c.default}),
+        kinds=MappingProxyType({k: MappingProxyType(v) for k, v in c.kinds.items()}),
+        peers=MappingProxyType({k: MappingProxyType(v) for k, v in c.peers.items()}),
+    )
+
+
+def iter_layers(config: TimeoutConfig) -> Iterator[tuple[str, str, Layer]]:
+    """``("kinds" or "peers", name, layer)`` for every override."""
+    for kind, layer in config.kinds.items():
+        yield "kinds", kind, layer
+    for peer, layer in config.peers.items():
+        yield "peers", peer, layer
