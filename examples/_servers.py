@@ -13,7 +13,7 @@ import structlog
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredQueue
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 
@@ -58,7 +58,7 @@ class _SlowLine(Protocol):
 
     def connectionMade(self) -> None:
         self.server.open += 1
-        self.timer = reactor.callLater(self.server.delay, self.send)  # type: ignore[attr-defined]
+        self.timer = reactor.callLater(self.server.delay, self.send)
 
     def send(self) -> None:
         assert self.transport is not None
@@ -74,6 +74,8 @@ class _SlowLine(Protocol):
 
 def listen_slow_lines(delay: float) -> SlowLineServer:
     server = SlowLineServer(delay)
-    factory = Factory.forProtocol(lambda: _SlowLine(server))
-    server.port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    # Typed as Any: Twisted's listenTCP wants a protocol whose .factory is
+    # not Optional, which Protocol's is.
+    factory: Any = ServerFactory.forProtocol(lambda: _SlowLine(server))
+    server.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     return server

@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -73,7 +74,7 @@ class LineClient(LineReceiver):
         """
         self.inputs = None
         if self.transport is not None:
-            self.transport.abortConnection()
+            cast(ITCPTransport, self.transport).abortConnection()
 
 
 builder = OperationBuilder(FetchLine, Target, name="fetch-line")
@@ -94,7 +95,10 @@ done = builder.terminal_state("done")
 
 @idle.upon(FetchLine.start).to(connecting)
 def start(inputs: FetchLine, op: Op) -> None:
-    attempt = op.core.endpoint.connect(Factory.forProtocol(lambda: LineClient(inputs)))
+    connecting = op.core.endpoint.connect(Factory.forProtocol(lambda: LineClient(inputs)))
+    # connect() is not generic over the protocol (zope interfaces can't say
+    # so); ClientService makes the same cast.
+    attempt = cast("Deferred[LineClient]", connecting)
     # Owned by "connecting": leaving it (say, on cancel) cancels the attempt,
     # and its outcome is fed in only while "connecting" owns it.
     op.watch(attempt, inputs.connected, inputs.connect_failed, name="connect attempt")
@@ -148,7 +152,7 @@ def main(log_level: int = logging.INFO) -> int:
 
     setup_logging(log_level)
     server = listen_slow_lines(delay=0.5)
-    port = server.port.getHost().port
+    port = cast(IPv4Address, server.port.getHost()).port
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     outcome: list[str] = []
 
@@ -170,10 +174,10 @@ def main(log_level: int = logging.INFO) -> int:
     def finish(result: object) -> None:
         if isinstance(result, Failure):
             result.printTraceback()
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     Deferred.fromCoroutine(run()).addBoth(finish)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     return 0 if outcome else 1
 
 

@@ -27,6 +27,7 @@ Three kinds of state:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from inspect import signature
@@ -270,6 +271,9 @@ class OperationBuilder(Generic[I, C]):
     ``unexpected="log"`` makes an input the current state does not accept a
     logged warning instead of an ``UnexpectedInput`` error: for machines fed
     by remote peers, whose mistakes should not become ours.
+
+    ``timeouts`` names the timeout configuration file the machine runs with
+    by default; diagrams label its timeout transitions from it.
     """
 
     def __init__(
@@ -279,6 +283,7 @@ class OperationBuilder(Generic[I, C]):
         *,
         name: str,
         unexpected: Literal["raise", "log"] = "raise",
+        timeouts: str | os.PathLike[str] | None = None,
     ) -> None:
         if unexpected not in ("raise", "log"):
             raise DefinitionError(
@@ -292,6 +297,7 @@ class OperationBuilder(Generic[I, C]):
         self._states: dict[str, _StateRecord] = {}
         self._transitions: list[_TransitionRecord] = []
         self._timeouts: dict[str, str] = {}
+        self._timeouts_file = None if timeouts is None else os.fspath(timeouts)
         self._built = False
 
     # -- states ------------------------------------------------------------
@@ -528,7 +534,9 @@ class OperationBuilder(Generic[I, C]):
             for s in self._states.values()
             if s.kind != "running"
         ]
-        return MachineSpec(self.name, states[0].name, states, tuple(transitions))
+        return MachineSpec(
+            self.name, states[0].name, states, tuple(transitions), self._timeouts_file
+        )
 
 
 def _index_transitions(machine: Any) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fsmcancel._diagram_model import TimeoutLabel
-from fsmcancel._diagram_timeouts import LazyLabel, configured_label
+from fsmcancel._diagram_timeouts import configured_label
 from fsmcancel._spec import MachineSpec
 from fsmcancel.diagram import (
     FORMATS,
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             _error(str(e))
             formats = tuple(fmt for fmt in formats if fmt != "svg")
             status = 1
-    label: TimeoutLabel = LazyLabel()
+    label: TimeoutLabel | None = None  # each machine's own configuration
     if args.timeouts is not None:
         try:
             label = configured_label(args.timeouts)

@@ -22,8 +22,10 @@ Cancel
     ``cancel`` transition runs (to a cleanup or terminal state).  A first
     request in a cleanup or terminal state changes nothing: the operation is
     already finishing with its own outcome.  Any *further* request before
-    completion forces it: pending asynchronous releases are cancelled,
-    resources still held are released, and the completion fires at once.
+    completion forces it: pending asynchronous releases are cancelled (a
+    child operation being released is forced in turn), resources still held
+    are released, and the completion fires at once, with the outcome already
+    decided if there is one, else ``OperationCancelled(forced=True)``.
     Requests after completion do nothing.  None of them ever raises.
 
     Cancelling ``op.completion`` never lets Twisted fire ``CancelledError``

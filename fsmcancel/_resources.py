@@ -89,6 +89,8 @@ def release_deferred(d: Deferred[Any]) -> Deferred[None]:
 
 
 def _fire(result: object, settled: Deferred[None]) -> None:
+    if settled.called:  # forced meanwhile: the owner stopped waiting
+        return
     if isinstance(result, Failure):
         settled.errback(result)
     else:
@@ -119,11 +121,14 @@ def release_operation(child: Operation[Any, Any]) -> Deferred[None]:
     """
     Cancel a child operation and wait until it has finished cleaning up.
 
-    Its cleanup errors become ours: they arrive here as a ``CleanupFailed``
-    (or an ``OperationCancelled`` carrying them), which the owner flattens.
+    Cancelling the wait (the owner is being forced) forwards a further
+    cancel to the child, which forces it in turn: as Twisted forwards a
+    cancel to the Deferred a cancelled one is waiting on.  Only the child's
+    cleanup errors become ours; the child's own outcome was abandoned with
+    it (the child logs its completion).
     """
     child.cancel(f"owner left the state that owned {child.name}")
-    settled: Deferred[None] = Deferred()
+    settled: Deferred[None] = Deferred(lambda _: child.cancel("owner forced its cleanup"))
     child.observe().addBoth(_settle_child, child).addBoth(_fire, settled)
     return settled
 
@@ -131,10 +136,10 @@ def release_operation(child: Operation[Any, Any]) -> Deferred[None]:
 def _settle_child(result: object, child: Operation[Any, Any]) -> object:
     if not isinstance(result, Failure):
         return None
-    value = result.value
-    if isinstance(value, OperationCancelled) and value.cleanup_errors:
-        return as_failure(CleanupFailed(child.name, result, value.cleanup_errors))
-    return _settle_after_cancel(result)
+    errors = cleanup_errors_in(result)
+    if errors:
+        return as_failure(CleanupFailed(child.name, None, errors))
+    return None
 
 
 def default_release(resource: object) -> Release | None:
@@ -154,23 +159,33 @@ def default_release(resource: object) -> Release | None:
     return None
 
 
-def flatten_errors(failure: Failure) -> list[Failure]:
+def cleanup_errors_in(failure: Failure) -> list[Failure]:
     """
-    The individual cleanup errors inside ``failure``.
+    Every cleanup error carried by an operation's outcome, at any depth.
 
-    A child's cleanup errors reach the parent wrapped in ``CleanupFailed``;
-    unwrapping keeps "every cleanup error reaches the outer completion" true
-    at any depth, one entry per error.
+    An outcome carries them in ``OperationCancelled.cleanup_errors`` or
+    ``CleanupFailed.errors``; a ``CleanupFailed`` may also have failed
+    with an outcome that carries more (a child that failed with its own
+    cleanup errors, used as the parent's outcome).  One entry per error keeps
+    "every cleanup error reaches the outer completion" true however deep.
     """
     value = failure.value
     if isinstance(value, CleanupFailed):
-        inner: list[Failure] = []
-        for error in value.errors:
-            inner.extend(flatten_errors(error))
-        return inner
-    if isinstance(value, OperationCancelled) and value.cleanup_errors:
-        return [f for error in value.cleanup_errors for f in flatten_errors(error)]
-    return [failure]
+        found = [leaf for error in value.errors for leaf in flatten_errors(error)]
+        if isinstance(value.outcome, Failure):
+            found += cleanup_errors_in(value.outcome)
+        return found
+    if isinstance(value, OperationCancelled):
+        return [leaf for error in value.cleanup_errors for leaf in flatten_errors(error)]
+    return []
+
+
+def flatten_errors(failure: Failure) -> list[Failure]:
+    """
+    The individual cleanup errors a failed release stands for: those it
+    carries (a child's, wrapped), or itself.
+    """
+    return cleanup_errors_in(failure) or [failure]
 
 
 class Resource:

@@ -59,12 +59,17 @@ class TransitionSpec:
 class MachineSpec:
     """
     The structure of one machine, in definition order.
+
+    ``timeouts`` is the timeout configuration file the machine runs with by
+    default, if it declared one: diagrams label its timeout transitions from
+    that file unless told otherwise.
     """
 
     name: str
     initial: str
     states: tuple[StateSpec, ...]
     transitions: tuple[TransitionSpec, ...]
+    timeouts: str | None = None
 
     def state(self, name: str) -> StateSpec:
         for state in self.states:

@@ -91,16 +91,17 @@ def render(
     ``highlight`` names a state to mark as current; for a live operation it
     defaults to the operation's current state, which makes this usable
     from a debugging endpoint.  ``timeout_label(kind)`` describes the timeout
-    rule for a call kind; by default it comes from the default timeout
-    configuration (or is just the kind, before ``fsmcancel.timeouts``
-    exists).  SVG needs Graphviz's ``dot`` (:class:`GraphvizNotFound`).
+    rule for a call kind; by default it comes from the configuration file the
+    machine declared (``OperationBuilder(timeouts=...)``), else the built-in
+    defaults.  SVG needs Graphviz's ``dot`` (:class:`GraphvizNotFound`).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown diagram format {format!r}; expected one of {FORMATS}")
     spec = spec_of(machine)
     if highlight is None:
         highlight = _current_state(machine)
-    view = build_view(spec, highlight, LazyLabel() if timeout_label is None else timeout_label)
+    label = _labels(spec) if timeout_label is None else timeout_label
+    view = build_view(spec, highlight, label)
     if format == "mermaid":
         return mermaid_text(view)
     dot = dot_text(view)
@@ -118,13 +119,27 @@ def diagram_files(
     The path and text of every diagram file for ``specs``:
     ``<out_dir>/<machine-name>.dot|.mmd|.svg``, names made safe and unique.
     """
-    label = LazyLabel() if timeout_label is None else timeout_label
     chosen = [fmt for fmt in FORMATS if fmt in set(formats)]
     files: dict[Path, str] = {}
     for stem, spec in zip(file_stems([spec.name for spec in specs]), specs, strict=True):
+        label = _labels(spec) if timeout_label is None else timeout_label
         for fmt in chosen:
             files[out_dir / f"{stem}{SUFFIXES[fmt]}"] = render(spec, fmt, timeout_label=label)
     return files
+
+
+_LABELS: dict[str | None, LazyLabel] = {}
+
+
+def _labels(spec: MachineSpec) -> TimeoutLabel:
+    """
+    Timeout labels from the configuration the machine declared it runs with
+    (``OperationBuilder(timeouts=...)``), or the defaults; one loader per
+    file, since many machines share one.
+    """
+    if spec.timeouts not in _LABELS:
+        _LABELS[spec.timeouts] = LazyLabel(spec.timeouts)
+    return _LABELS[spec.timeouts]
 
 
 def write_diagrams(files: Mapping[Path, str]) -> list[Path]:

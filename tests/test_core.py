@@ -494,6 +494,17 @@ class TestAsynchronousCleanup:
         assert isinstance(out[0].value, OperationCancelled)
         assert out[0].value.forced and out[0].value.reason == "first"
 
+    def test_forcing_keeps_an_outcome_already_decided(self, clock: Clock) -> None:
+        # The result is known; only the polite close is cut short.
+        op = started(clock, slow_close=True)
+        out = results(op.completion)
+        op.core.calls[0].callback("last")  # succeed, then wait for the close
+        assert out == [] and op.state == "done"
+        op.cancel("first: too late")
+        op.cancel("second: force")
+        assert out == ["last"]
+        assert op.core.close_waits[0].called
+
     def test_observers_also_wait(self, clock: Clock) -> None:
         op = started(clock, slow_close=True)
         results(op.completion)
@@ -1072,7 +1083,8 @@ class TestBadInput:
         op = started(clock)
         with pytest.raises(
             AttributeError,
-            match=r"download#\d+ has no input 'chunks'; its inputs are: cancel, chunk, closed, finished, peek, start",
+            match=r"download#\d+ has no input 'chunks'; "
+            r"its inputs are: cancel, chunk, closed, finished, peek, start",
         ):
             op.inputs.chunks("x")  # type: ignore[attr-defined]
         results(op.completion)

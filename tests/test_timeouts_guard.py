@@ -247,6 +247,64 @@ class TestGuardedCall:
         clock.pump([0.5] * 200)
         assert inputs.events[-1][1] == TimedOut("get", "p1", 5.0, "idle", 5.0)
 
+    def test_think_time_is_not_judged_by_the_chunk_gaps(self) -> None:
+        # Chunks arrive 20 ms apart, so the gap model allows ~1 s of silence;
+        # a server that thinks 1.5 s before its first byte is not stalled.
+        clock, op, t, inputs, remote = setup()
+        warm_gaps(t, gap=0.02)
+        assert t.estimator("get", "p1").idle_timeout(t.config.rule("get", "p1")) < 1.5
+        call = start(t, op, inputs, remote)
+        clock.advance(1.5)
+        call.progress()
+        for _ in range(10):
+            clock.advance(0.02)
+            call.progress()
+        remote.calls[-1][1].callback("ok")
+        assert inputs.events == [("result", "ok")]
+
+    def test_a_peer_that_never_answers_is_caught_by_the_first_sign_allowance(self) -> None:
+        clock, op, t, inputs, remote = setup()
+        warm_gaps(t, gap=0.02)
+        start(t, op, inputs, remote)
+        clock.pump([0.25] * 40)
+        [(_, timed_out)] = inputs.events
+        assert timed_out == TimedOut("get", "p1", 5.0, "idle", 5.0)  # idle.initial, cold
+
+    def test_first_sign_allowance_learns_and_first_progress_tightens(self) -> None:
+        clock, op, t, inputs, remote = setup(
+            {"default": {"deadline": {"quantile": 0.9, "multiplier": 2.0}}}
+        )
+        rule = t.config.rule("get", "p1")
+        for _ in range(30):  # first byte after 0.5 s, every time
+            call = start(t, op, inputs, remote)
+            clock.advance(0.5)
+            call.progress()
+            remote.calls[-1][1].callback("ok")
+        learned = t.estimator("get", "p1").first_progress_timeout(rule)
+        assert learned == pytest.approx(1.0)  # p90 (0.5 s) x 2, within idle 1s..30s
+        warm_gaps(t, gap=1.0)
+        call = start(t, op, inputs, remote)
+        clock.advance(0.5)
+        call.progress()  # now the gap model (~2.3 s) rules, re-armed at once
+        inputs.events.clear()
+        clock.pump([0.1] * 40)
+        [(_, timed_out)] = inputs.events
+        assert isinstance(timed_out, TimedOut) and timed_out.rule == "idle"
+        assert timed_out.waited == pytest.approx(0.5 + timed_out.limit, abs=0.11)
+
+    def test_backoff_is_fixed_when_a_call_starts(self) -> None:
+        # Four calls to one peer stall together: each is detected at the
+        # limit it started with, not stretched by the others' timeouts.
+        clock, op, t, inputs, remote = setup()
+        for _ in range(4):
+            start(t, op, inputs, remote)
+        clock.pump([0.5] * 20)
+        waits = [e[1].waited for e in inputs.events if isinstance(e[1], TimedOut)]
+        assert waits == [5.0, 5.0, 5.0, 5.0]
+        start(t, op, inputs, remote)  # a call started after them does back off:
+        clock.pump([0.5] * 80)  # 5 s x 2**4, capped at idle.max (30 s)
+        assert inputs.events[-1][1] == TimedOut("get", "p1", 30.0, "idle", 30.0)
+
     def test_leaving_the_state_cancels_and_suppresses(self) -> None:
         clock, op, t, inputs, remote = setup()
         start(t, op, inputs, remote)

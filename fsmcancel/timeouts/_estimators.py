@@ -227,13 +227,26 @@ class KeyEstimator:
     observations but not timeouts: they say nothing against the peer.
     """
 
-    __slots__ = ("_deadline_base", "_hedge_base", "gaps", "latency", "timeouts")
+    __slots__ = (
+        "_deadline_base",
+        "_first_base",
+        "_hedge_base",
+        "first",
+        "gaps",
+        "latency",
+        "timeouts",
+    )
 
     def __init__(self, rule: Rule) -> None:
         self.latency = LatencyEstimator(rule.deadline.window)
         self.gaps = GapEstimator(rule.idle.window)
+        # Time to a call's first sign of life (first progress, or completion
+        # if that comes first): request upload, queueing and server think
+        # time, which the gaps between chunks say nothing about.
+        self.first = LatencyEstimator(rule.idle.window)
         self.timeouts = 0
         self._deadline_base = rule.deadline.initial
+        self._first_base = rule.idle.initial
         self._hedge_base = rule.hedge.initial
 
     # -- what a call reports
@@ -270,12 +283,35 @@ class KeyEstimator:
         base = _clamp(self._deadline_base, d.min, d.max)
         return _clamp(base * self.backoff(rule), d.min, d.max)
 
-    def idle_timeout(self, rule: Rule) -> float:
-        """The silence after the last progress that declares a stall."""
+    def idle_timeout(self, rule: Rule, backoff: float | None = None) -> float:
+        """
+        The silence after the last progress that declares a stall.
+
+        ``backoff`` is the factor a call was started with: timeouts of
+        *other* calls to the peer after that must not stretch it (four calls
+        stalled together would otherwise be detected at 1x, 1.5x, 2.25x...).
+        """
         i = rule.idle
         learned = self.gaps.timeout(i.threshold, i.min_std, i.acceptable_pause)
         base = i.initial if learned is None else learned
-        return _clamp(_clamp(base, i.min, i.max) * self.backoff(rule), i.min, i.max)
+        factor = self.backoff(rule) if backoff is None else backoff
+        return _clamp(_clamp(base, i.min, i.max) * factor, i.min, i.max)
+
+    def first_progress_timeout(self, rule: Rule, backoff: float | None = None) -> float:
+        """
+        The silence before a call's first sign of life that declares a stall.
+
+        Learned like the deadline (a censored quantile times the multiplier)
+        from how long calls took to show a first sign of life, within the
+        idle bounds; ``idle.initial`` while cold.
+        """
+        i, d = rule.idle, rule.deadline
+        if len(self.first) >= MIN_LATENCIES:
+            self._first_base = self._learned(
+                d.quantile, d.multiplier, self._first_base, i.initial, self.first
+            )
+        factor = self.backoff(rule) if backoff is None else backoff
+        return _clamp(_clamp(self._first_base, i.min, i.max) * factor, i.min, i.max)
 
     def hedge_delay(self, rule: Rule) -> float:
         """How long the primary may run before a backup is started."""
@@ -284,12 +320,20 @@ class KeyEstimator:
             self._hedge_base = self._learned(h.quantile, 1.0, self._hedge_base, h.initial)
         return _clamp(self._hedge_base, h.min, h.max)
 
-    def _learned(self, q: float, multiplier: float, held: float, initial: float) -> float:
+    def _learned(
+        self,
+        q: float,
+        multiplier: float,
+        held: float,
+        initial: float,
+        samples: LatencyEstimator | None = None,
+    ) -> float:
         # Exact quantile: use it.  Unknown (the tail is censored): never go
         # below what completed calls prove is needed, never above both the
         # previous value and the censoring points (so timeouts alone cannot
         # ratchet it up, and a censored slow minority cannot collapse it).
-        est = self.latency.quantile(q)
+        samples = self.latency if samples is None else samples
+        est = samples.quantile(q)
         if est.exact:
             learned = est.value * multiplier
         else:
@@ -297,8 +341,8 @@ class KeyEstimator:
         # A q quantile means nothing from fewer than 1/(1-q) calls (p99.9 of
         # 20 fast calls is just the fastest majority): until the window holds
         # that many, the estimate may rise above ``initial`` but not below.
-        needed = min(math.ceil(1.0 / (1.0 - q)), self.latency.window)
-        if len(self.latency) < needed:
+        needed = min(math.ceil(1.0 / (1.0 - q)), samples.window)
+        if len(samples) < needed:
             learned = max(learned, initial)
         return learned
 
@@ -308,9 +352,11 @@ class KeyEstimator:
         return {
             "latency": self.latency.export(),
             "gaps": self.gaps.export(),
+            "first": self.first.export(),
             "timeouts": self.timeouts,
             "deadline_base": self._deadline_base,
             "hedge_base": self._hedge_base,
+            "first_base": self._first_base,
         }
 
     @classmethod
@@ -320,11 +366,12 @@ class KeyEstimator:
         est = cls(rule)
         est.latency.load(list(state.get("latency", [])))
         est.gaps.load(list(state.get("gaps", [])))
+        est.first.load(list(state.get("first", [])))
         timeouts = state.get("timeouts", 0)
         if not isinstance(timeouts, int) or timeouts < 0:
             raise ValueError(f"bad timeouts count {timeouts!r}")
         est.timeouts = timeouts
-        for name in ("deadline_base", "hedge_base"):
+        for name in ("deadline_base", "hedge_base", "first_base"):
             value = float(state.get(name, getattr(est, "_" + name)))
             if not math.isfinite(value) or value <= 0:
                 raise ValueError(f"bad {name} {value!r}")

@@ -69,9 +69,11 @@ class GuardedCall(Generic[T]):
     """
 
     __slots__ = (
+        "_backoff",
         "_deadline",
         "_deferred",
         "_done",
+        "_due",
         "_end",
         "_estimator",
         "_idle",
@@ -121,9 +123,12 @@ class GuardedCall(Generic[T]):
         self._done = False
         self._progressed = False
         self._timer: Timer | None = None
+        self._due = 0.0
         self._deferred: Deferred[T] | None = None
         self.started = self._last = self._seconds()
         self._deadline = self.started + estimator.deadline(rule)
+        # Backoff is decided when the call starts, like its deadline.
+        self._backoff = estimator.backoff(rule)
 
     @property
     def done(self) -> bool:
@@ -154,15 +159,25 @@ class GuardedCall(Generic[T]):
                 self._observe_gap(gap)
         else:
             # The first progress ends request upload and server think time,
-            # not an inter-arrival gap: it would only blur the model.
+            # not an inter-arrival gap: it teaches the first-sign allowance,
+            # not the gap model.
             self._progressed = True
+            self._estimator.first.observe(gap)
+            # The gap model may allow less silence than the first-sign
+            # allowance the timer was armed for: re-arm, once per call.
+            if self._timer is not None and now + self._idle_limit() < self._due:
+                self._timer.cancel()
+                self._arm(self._seconds() if at is not None else now)
 
     def cancel(self) -> None:
         """Give up the call: cancel its Deferred, disarm, report nothing."""
         if self._done:
             return
         self._finish()
-        self._estimator.cancelled(self._seconds() - self.started)
+        waited = self._seconds() - self.started
+        self._estimator.cancelled(waited)
+        if not self._progressed:
+            self._estimator.first.censor(waited)
         if self._deferred is not None:
             self._deferred.cancel()
 
@@ -171,16 +186,17 @@ class GuardedCall(Generic[T]):
     def _arm(self, now: float) -> None:
         due = self._deadline
         if self._idle:
-            due = min(due, self._last + self._estimator.idle_timeout(self._rule))
+            due = min(due, self._last + self._idle_limit())
         # Half an epsilon early, so float rounding of ``now + delay`` can never
         # make the timer fire after the moment it stands for.
+        self._due = due
         self._timer = call_later(self.clock, max(0.0, due - now - _EPSILON / 2), self._fire)
 
     def _fire(self) -> None:
         self._timer = None
         now = self._seconds()
         if self._idle:
-            limit = self._estimator.idle_timeout(self._rule)
+            limit = self._idle_limit()
             if now - self._last >= limit - _EPSILON and self._last + limit <= self._deadline:
                 self._timeout("idle", limit, now)
                 return
@@ -188,6 +204,15 @@ class GuardedCall(Generic[T]):
             self._timeout("deadline", self._deadline - self.started, now)
             return
         self._arm(now)
+
+    def _idle_limit(self) -> float:
+        """
+        How much silence is improbable now: before the first sign of life,
+        the learned first-sign allowance; after it, the gap model.
+        """
+        if self._progressed:
+            return self._estimator.idle_timeout(self._rule, self._backoff)
+        return self._estimator.first_progress_timeout(self._rule, self._backoff)
 
     def _finish(self) -> None:
         self._done = True
@@ -199,6 +224,8 @@ class GuardedCall(Generic[T]):
         self._finish()
         waited = now - self.started
         self._estimator.timed_out(waited)
+        if not self._progressed:
+            self._estimator.first.censor(waited)
         if self._deferred is not None:
             self._deferred.cancel()
         self._end(self)
@@ -208,7 +235,10 @@ class GuardedCall(Generic[T]):
         if self._done:
             return
         self._finish()
-        self._estimator.completed(self._seconds() - self.started)
+        latency = self._seconds() - self.started
+        self._estimator.completed(latency)
+        if not self._progressed:
+            self._estimator.first.observe(latency)
         self._end(self)
         self._on_result(result)
 
@@ -216,6 +246,8 @@ class GuardedCall(Generic[T]):
         if self._done:
             return None  # we cancelled it: whatever it says, it is consumed
         self._finish()
+        if not self._progressed:  # an answer, if an unhappy one
+            self._estimator.first.observe(self._seconds() - self.started)
         self._end(self)
         self._on_failure(failure)
         return None
