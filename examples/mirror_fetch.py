@@ -57,6 +57,7 @@ from types import FrameType
 from typing import IO, Any, Protocol, cast
 from urllib.parse import urlsplit
 
+import structlog
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -397,6 +398,8 @@ class Download:
     call: GuardedCall[int]
 
 
+log = structlog.get_logger("examples.mirror_fetch")
+
 builder = OperationBuilder(BlobFetch, Job, name="blob-fetch", timeouts=DEFAULT_TIMEOUTS)
 idle = builder.state("idle")
 requesting = builder.state("requesting", resources=["request"])
@@ -480,6 +483,14 @@ def request_failed(inputs: BlobFetch, op: Op, reason: Failure) -> None:
 
 @requesting.upon(BlobFetch.request_stalled).loop()
 def request_stalled(inputs: BlobFetch, op: Op, timed_out: TimedOut) -> None:
+    log.info(
+        "stall detected: no response",
+        blob=op.core.index,
+        mirror=timed_out.peer,
+        rule=timed_out.rule,
+        waited=round(timed_out.waited, 3),
+        limit=round(timed_out.limit, 3),
+    )
     next_mirror(inputs, op)
 
 
@@ -492,6 +503,8 @@ def exhausted(inputs: BlobFetch, op: Op) -> None:
 def body_done(inputs: BlobFetch, op: Op, download: Download, size: int) -> None:
     download.temp.commit(op.core.out / str(op.core.index))
     op.core.mirrors.good(download.mirror)
+    if op.core.errors:
+        log.info("blob fetched after failover", blob=op.core.index, mirror=download.mirror)
     op.succeed(download.mirror)
 
 
@@ -512,6 +525,15 @@ def stalled(inputs: BlobFetch, op: Op, download: Download, timed_out: TimedOut) 
         )
     )
     op.core.mirrors.bad(download.mirror, stall_detected_after=silence)
+    log.info(
+        "stall detected: body stopped",
+        blob=op.core.index,
+        mirror=download.mirror,
+        rule=timed_out.rule,
+        silent_for=round(silence, 3),
+        limit=round(timed_out.limit, 3),
+        received=download.body.received,
+    )
     next_mirror(inputs, op)
 
 
@@ -684,6 +706,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"timeouts TOML file (default: {DEFAULT_TIMEOUTS.name} next to this program)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="structlog events on stderr (default: warning; info shows stalls and failovers)",
+    )
     return p
 
 
@@ -695,6 +723,7 @@ class Settings:
     concurrency: int
     config: TimeoutConfig
     json: bool
+    log_level: str = "warning"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -720,7 +749,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         os.unlink(name)
     except OSError as e:
         p.error(f"--out {out}: cannot write there: {e.strerror or e}")
-    return Settings(args.mirror, args.count, out, args.concurrency, config, args.json)
+    return Settings(
+        args.mirror, args.count, out, args.concurrency, config, args.json, args.log_level
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -732,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from examples._servers import setup_logging
 
-    setup_logging(logging.WARNING)
+    setup_logging(getattr(logging, settings.log_level.upper()))
     reactor: Any = global_reactor  # Twisted's zope interfaces confuse mypy without a plugin
     fetcher = Fetcher(
         reactor,

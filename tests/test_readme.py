@@ -43,3 +43,18 @@ def test_readme_diagram_is_generated_from_the_example() -> None:
     embedded = re.search(r"```mermaid\n(.*?)\n```", README, re.S)
     assert embedded is not None
     assert embedded.group(1) == render(fetch_line_machine, "mermaid").rstrip()
+
+
+def test_guarantees_name_tests_that_exist() -> None:
+    table = README.split("## Guarantees", 1)[1].split("\n## ", 1)[0]
+    references = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", table)
+    assert len(references) >= 10
+    for path, name in references:
+        source = (ROOT / path).read_text()
+        if name:
+            assert re.search(rf"(def|class) {name}\b|^{name} = ", source, re.M), (path, name)
+    for name in re.findall(r"`(Test\w+|test_\w+)`", table):
+        assert any(
+            re.search(rf"(def|class) {name}\b|^{name} = ", p.read_text(), re.M)
+            for p in (ROOT / "tests").glob("test_*.py")
+        ), name
