@@ -23,7 +23,7 @@ from fsmcancel._errors import (
     UnexpectedInput,
 )
 from fsmcancel._logging import TwistedLoggerFactory
-from fsmcancel._operation import Operation, operation_of
+from fsmcancel._operation import Operation
 from fsmcancel._registry import Registry
 from fsmcancel._spec import MachineSpec, StateSpec, TransitionSpec
 
@@ -45,5 +45,4 @@ __all__ = [
     "TransitionSpec",
     "TwistedLoggerFactory",
     "UnexpectedInput",
-    "operation_of",
 ]

@@ -821,8 +821,10 @@ class Operation(Generic[I, C]):
             self._registry._remove(self)
         self._log_completion(result)
         observers, self._observers = self._observers, None
-        for observer in observers or ():
-            self._deliver(observer)
+        # A copy: an observer's callback may cancel (detach) another one.
+        for observer in list(observers or ()):
+            if not observer.called:
+                self._deliver(observer)
         final = self._final
         if final is not None:
             if not final.called:
@@ -887,13 +889,3 @@ class Operation(Generic[I, C]):
 
 def _ignore(result: object) -> None:
     return None
-
-
-def operation_of(inputs: object) -> Operation[Any, Any]:
-    """
-    The operation behind an ``inputs`` object.
-    """
-    op = getattr(inputs, "_op", None)
-    if not isinstance(op, Operation):
-        raise TypeError(f"{inputs!r} is not the inputs of an fsmcancel operation")
-    return op

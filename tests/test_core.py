@@ -220,6 +220,16 @@ class TestOneCompletion:
         op.core.calls[0].callback("last")
         assert out == ["last"]
 
+    def test_an_observer_cancelling_another_skips_no_one(self, clock: Clock) -> None:
+        op = started(clock)
+        first, second, third = op.observe(), op.observe(), op.observe()
+        first.addCallback(lambda _: second.cancel())
+        seen = [results(d) for d in (first, second, third)]
+        op.core.calls[0].callback("last")
+        assert seen[0] == [None] and seen[2] == ["last"]
+        assert isinstance(seen[1][0], Failure) and seen[1][0].check(CancelledError)
+        results(op.completion)
+
     def test_terminal_without_outcome_is_an_error_naming_the_state(self, clock: Clock) -> None:
         class Ping(Cancellable, Protocol):
             def go(self) -> None: ...
