@@ -292,6 +292,36 @@ class TestGuardedCall:
         assert isinstance(timed_out, TimedOut) and timed_out.rule == "idle"
         assert timed_out.waited == pytest.approx(0.5 + timed_out.limit, abs=0.11)
 
+    def test_a_cold_peer_slower_than_initial_is_learned_not_stalled_forever(self) -> None:
+        # Headers take 3 s, the cold deadline is 2 s: the first call times
+        # out, backoff lets the next one finish, and from then on the
+        # deadline is never below what that call proved is needed.
+        clock, op, t, inputs, remote = setup(
+            {"default": {"policy": "deadline", "deadline": {"initial": "2s"}}}
+        )
+        for _ in range(15):
+            start(t, op, inputs, remote)
+            clock.advance(3.0)
+            if not remote.calls[-1][1].called:
+                remote.calls[-1][1].callback("slow but fine")
+            clock.advance(1.0)
+        kinds = [kind for kind, _ in inputs.events]
+        assert kinds[0] == "timeout" and set(kinds[1:]) == {"result"}, kinds
+
+    def test_a_cold_peer_with_slow_chunks_is_learned_not_stalled_forever(self) -> None:
+        # Chunks every 2.5 s, the cold idle timeout is 2 s.
+        clock, op, t, inputs, remote = setup({"default": {"idle": {"initial": "2s"}}})
+        for _ in range(10):
+            call = start(t, op, inputs, remote)
+            for _ in range(4):
+                clock.advance(2.5)
+                call.progress()
+            if not remote.calls[-1][1].called:
+                remote.calls[-1][1].callback("slow but fine")
+            clock.advance(1.0)
+        kinds = [kind for kind, _ in inputs.events]
+        assert kinds.count("timeout") <= 1 and kinds[-8:] == ["result"] * 8, kinds
+
     def test_backoff_is_fixed_when_a_call_starts(self) -> None:
         # Four calls to one peer stall together: each is detected at the
         # limit it started with, not stretched by the others' timeouts.

@@ -36,6 +36,9 @@ from fsmcancel.timeouts._rule import Rule
 MIN_LATENCIES = 20
 MIN_GAPS = 8
 
+#: While fewer than MIN_GAPS gaps are known, the idle timeout allows at least
+#: this many times the longest gap seen (a slow peer's gaps, not a stall).
+COLD_GAP_MULTIPLIER = 2.0
 #: Progress events closer together than this are one burst, not a gap: a
 #: read of many chunks must not teach the model that silence lasts 0 s.
 GAP_RESOLUTION = 0.010
@@ -94,6 +97,10 @@ class LatencyEstimator:
         """A call was given up (timed out, cancelled) after ``waited`` seconds."""
         self._samples.append((waited, True))
         self._version += 1
+
+    def longest_completed(self) -> float:
+        """The longest completed latency in the window (0 if none)."""
+        return max((value for value, censored in self._samples if not censored), default=0.0)
 
     def quantile(self, q: float) -> Quantile:
         """The ``q`` quantile (0 < q < 1) of latency, from the Kaplan-Meier estimate."""
@@ -195,6 +202,10 @@ class GapEstimator:
         std = max(math.sqrt(variance), min_std)
         return mean + pause + _z(threshold) * std
 
+    def longest(self) -> float:
+        """The longest gap in the window (0 if none)."""
+        return max(self._gaps, default=0.0)
+
     def export(self) -> list[float]:
         # Oldest first, so that a reload evicts in the same order.
         return self._gaps[self._next :] + self._gaps[: self._next]
@@ -211,6 +222,16 @@ class GapEstimator:
 def _z(threshold: float) -> float:
     """The standard normal quantile with upper tail ``10 ** -threshold``."""
     return -NormalDist().inv_cdf(10.0**-threshold)
+
+
+def _proven(held: float, samples: LatencyEstimator, multiplier: float) -> float:
+    """
+    While a key is too cold to estimate a quantile, its limit is never below
+    what completed calls prove is needed: a peer slower than the configured
+    ``initial`` would otherwise time out on every call and, its calls all
+    censored, never be learned.
+    """
+    return max(held, samples.longest_completed() * multiplier)
 
 
 def _clamp(value: float, low: float, high: float) -> float:
@@ -280,6 +301,8 @@ class KeyEstimator:
             self._deadline_base = self._learned(
                 d.quantile, d.multiplier, self._deadline_base, d.initial
             )
+        else:
+            self._deadline_base = _proven(self._deadline_base, self.latency, d.multiplier)
         base = _clamp(self._deadline_base, d.min, d.max)
         return _clamp(base * self.backoff(rule), d.min, d.max)
 
@@ -293,7 +316,9 @@ class KeyEstimator:
         """
         i = rule.idle
         learned = self.gaps.timeout(i.threshold, i.min_std, i.acceptable_pause)
-        base = i.initial if learned is None else learned
+        if learned is None:  # cold: never less than the gaps already seen
+            learned = max(i.initial, self.gaps.longest() * COLD_GAP_MULTIPLIER)
+        base = learned
         factor = self.backoff(rule) if backoff is None else backoff
         return _clamp(_clamp(base, i.min, i.max) * factor, i.min, i.max)
 
@@ -310,6 +335,8 @@ class KeyEstimator:
             self._first_base = self._learned(
                 d.quantile, d.multiplier, self._first_base, i.initial, self.first
             )
+        else:
+            self._first_base = _proven(self._first_base, self.first, d.multiplier)
         factor = self.backoff(rule) if backoff is None else backoff
         return _clamp(_clamp(self._first_base, i.min, i.max) * factor, i.min, i.max)
 
