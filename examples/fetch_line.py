@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -20,7 +21,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint, ITCPTransport
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
@@ -63,7 +64,7 @@ class LineClient(LineReceiver):
         if self.inputs is not None:
             self.inputs.line(line.decode())
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.inputs is not None:
             self.inputs.lost(reason)
 
@@ -173,7 +174,7 @@ def main(log_level: int = logging.INFO) -> int:
 
     def finish(result: object) -> None:
         if isinstance(result, Failure):
-            result.printTraceback()
+            traceback.print_exception(result.value)
         reactor.stop()
 
     Deferred.fromCoroutine(run()).addBoth(finish)

@@ -156,6 +156,8 @@ def _wrap(
         ) -> Any:
             if enters:
                 op._enter(new, terminal)
+            elif op._debug and source is target:
+                op._loop()
             try:
                 return behaviour(op.inputs, op, data, *args, **kw)
             finally:
@@ -172,6 +174,8 @@ def _wrap(
         return move
 
     def stay(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
+        if op._debug:
+            op._loop()
         return behaviour(op.inputs, op, *args, **kw)
 
     return stay

@@ -36,10 +36,22 @@ class UnexpectedInput(Exception):
         self.operation = operation
         self.state = state
         self.input = input
-        message = f"{operation}: input {input!r} is not accepted in state {state!r}"
-        if detail:
-            message += f" ({detail})"
+        if detail in _TOO_LATE:
+            # Whether the state would accept it is beside the point.
+            message = (
+                f"{operation}: input {input!r} arrived {_TOO_LATE[detail]} (in state {state!r})"
+            )
+        else:
+            message = f"{operation}: input {input!r} is not accepted in state {state!r}"
+            if detail:
+                message += f" ({detail})"
         super().__init__(message)
+
+
+_TOO_LATE = {
+    "the operation has completed": "after the operation completed",
+    "the operation is finishing": "while the operation is finishing",
+}
 
 
 class ReentrantInputError(Exception):

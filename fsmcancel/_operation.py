@@ -439,7 +439,7 @@ class Operation(Generic[I, C]):
             for entry in scope or ():
                 if entry.obj is resource:
                     scope.remove(entry)  # type: ignore[union-attr]
-                    self._release_all([entry], self._state)
+                    self._release_all([entry], "released early")
                     return
         raise ValueError(f"{self.name}: {resource!r} is not owned by state {self._state!r}")
 
@@ -449,6 +449,7 @@ class Operation(Generic[I, C]):
                 f"{self.name}: cannot acquire {entry.describe()} in state {self._state!r}: "
                 "the operation is finishing and terminal states own nothing"
             )
+        entry.owner = self._state
         if self._scope is None:
             self._scope = [entry]
         else:
@@ -566,7 +567,7 @@ class Operation(Generic[I, C]):
             if leaving is not None:
                 self._leaving = None
                 if leaving:
-                    self._release_all(leaving, self._input)
+                    self._release_all(leaving, f"left on {self._input}")
             queue = self._queue
             if not queue:
                 return
@@ -635,6 +636,21 @@ class Operation(Generic[I, C]):
         self._entered_at = now
         if terminal:
             self._finishing = True
+
+    def _loop(self) -> None:
+        """
+        Called by the wrapper of a loop transition when debug events are on:
+        a loop is a transition too, though it leaves nothing.
+        """
+        _LOG.debug(
+            "transition",
+            op=self.id,
+            machine=self._factory.name,
+            old=self._state,
+            input=self._input,
+            new=self._state,
+            seconds=self.clock.seconds() - self._entered_at,
+        )
 
     # -- cancel ------------------------------------------------------------
 
@@ -758,7 +774,7 @@ class Operation(Generic[I, C]):
                     "release",
                     op=self.id,
                     machine=self.machine,
-                    state=self._state,
+                    state=entry.owner,
                     resource=entry.describe(),
                     why=why,
                 )
@@ -800,7 +816,7 @@ class Operation(Generic[I, C]):
             "cleanup error",
             op=self.id,
             machine=self.machine,
-            state=self._state,
+            state=entry.owner,
             resource=entry.describe(),
             error=repr(failure.value),
             detail=detail,

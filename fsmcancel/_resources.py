@@ -193,13 +193,14 @@ class Resource:
     One thing a state owns, and how to let go of it.
     """
 
-    __slots__ = ("name", "obj", "release", "released")
+    __slots__ = ("name", "obj", "owner", "release", "released")
 
     def __init__(self, obj: object, release: Release, name: str | None) -> None:
         self.obj = obj
         self.release = release
         self.name = name
         self.released = False
+        self.owner = ""  # the state that owns it, set when acquired
 
     def describe(self) -> str:
         if self.name is not None:

@@ -599,7 +599,7 @@ class TestErrorsInBehaviours:
         assert op.core.released == ["buffer", "request"]
         assert clock.getDelayedCalls() == []
         assert isinstance(out[0], Failure) and out[0].check(KeyError)
-        with pytest.raises(UnexpectedInput, match="the operation has completed"):
+        with pytest.raises(UnexpectedInput, match="'chunk' arrived after the operation completed"):
             op.inputs.chunk("late")
 
     def test_unhandled_watched_failure_fails_the_operation(self, clock: Clock) -> None:
@@ -1011,16 +1011,24 @@ class TestTimeAndIntrospection:
             clock.advance(1.5)
             op.core.calls[0].callback("last")
         transitions = [e for e in logs if e["event"] == "transition"]
+        # Every transition, loops included, with the time spent in `old`.
         assert [(e["old"], e["input"], e["new"]) for e in transitions] == [
             ("idle", "start", "receiving"),
+            ("receiving", "chunk", "receiving"),
             ("receiving", "finished", "closing"),
             ("closing", "closed", "done"),
         ]
         assert transitions[1]["seconds"] == 1.5
+        assert transitions[2]["seconds"] == 1.5  # a loop does not leave the state
         assert {e["op"] for e in logs} == {op.id}
         assert all(e["machine"] == "download" for e in transitions)
-        released = [e["resource"] for e in logs if e["event"] == "release"]
-        assert released == ["DelayedCall", "buffer", "request", "connection"]
+        releases = [(e["resource"], e["state"]) for e in logs if e["event"] == "release"]
+        assert releases == [  # each named with the state that owned it
+            ("DelayedCall", "receiving"),
+            ("buffer", "receiving"),
+            ("request", "receiving"),
+            ("connection", "closing"),
+        ]
         assert [e["event"] for e in logs][-1] == "completed"
 
     def test_no_debug_events_when_filtered(self, clock: Clock) -> None:

@@ -91,8 +91,8 @@ class TestKeyEstimator:
         est = KeyEstimator(IDLE)
         for _ in range(MIN_GAPS):
             est.gaps.observe(1.0)
-        # mean 1 + pause 0.75 + z(8)=5.61 * min_std 0.1
-        assert est.idle_timeout(IDLE) == pytest.approx(2.311, abs=1e-3)
+        # mean 1 + pause 1 + z(8)=5.61 * min_std 0.1
+        assert est.idle_timeout(IDLE) == pytest.approx(2.561, abs=1e-3)
         for _ in range(200):
             est.gaps.observe(100.0)
         assert est.idle_timeout(IDLE) == 30.0

@@ -51,7 +51,7 @@ TOML (or a dict of the same shape); every key is optional::
     max = "30s"
     threshold = 8.0
     min_std = "100ms"
-    acceptable_pause = "750ms"
+    acceptable_pause = "1s"
     window = 200
 
     [default.hedge]

@@ -153,7 +153,7 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
         ),
         "idle.min_std": _Knob(_duration(True), 0.1, "floor on the gap standard deviation"),
         "idle.acceptable_pause": _Knob(
-            _duration(False), 0.75, "silence tolerated on top of the gap model"
+            _duration(False), 1.0, "silence tolerated on top of the gap model"
         ),
         "idle.window": _Knob(_integer(4), 200, "progress gaps kept per key"),
         "hedge.initial": _Knob(_duration(True), 1.0, "cold-start hedge delay"),

@@ -56,7 +56,9 @@ class Timeouts:
     """
 
     def __init__(self, config: TimeoutConfig | None = None, *, max_keys: int = 10_000) -> None:
-        self.config = load_config(env={}) if config is None else config
+        # No configuration given: the defaults with the environment's
+        # overrides, the documented precedence (``load_config()``).
+        self.config = load_config() if config is None else config
         self._max_keys = max_keys
         self._keys: OrderedDict[tuple[str, str], tuple[Rule, KeyEstimator]] = OrderedDict()
         self._budgets: dict[str, HedgeBudget] = {}
