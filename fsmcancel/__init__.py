@@ -23,7 +23,7 @@ from fsmcancel._errors import (
     UnexpectedInput,
 )
 from fsmcancel._logging import TwistedLoggerFactory
-from fsmcancel._operation import Operation
+from fsmcancel._operation import Operation, TransitionRecord
 from fsmcancel._registry import Registry
 from fsmcancel._spec import MachineSpec, StateSpec, TransitionSpec
 
@@ -42,6 +42,7 @@ __all__ = [
     "Registry",
     "State",
     "StateSpec",
+    "TransitionRecord",
     "TransitionSpec",
     "TwistedLoggerFactory",
     "UnexpectedInput",

@@ -156,7 +156,7 @@ def _wrap(
         ) -> Any:
             if enters:
                 op._enter(new, terminal)
-            elif op._debug and source is target:
+            elif op._trace and source is target:
                 op._loop()
             try:
                 return behaviour(op.inputs, op, data, *args, **kw)
@@ -174,7 +174,7 @@ def _wrap(
         return move
 
     def stay(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
-        if op._debug:
+        if op._trace:
             op._loop()
         return behaviour(op.inputs, op, *args, **kw)
 

@@ -63,7 +63,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import structlog
 from automat import NoTransition
@@ -100,6 +100,18 @@ _LOG = structlog.get_logger("fsmcancel")
 _ids = itertools.count(1)
 _NOTHING: Any = object()
 _EMPTY: list[Resource] = []  # what a state that owned nothing leaves behind; never mutated
+
+
+class TransitionRecord(NamedTuple):
+    """
+    One transition in ``Operation.history``: at clock time ``at``, input
+    ``input`` moved the machine from ``old`` to ``new`` (equal for a loop).
+    """
+
+    at: float
+    old: str
+    input: str
+    new: str
 
 
 class ReactorTime(Protocol):
@@ -154,6 +166,7 @@ class Operation(Generic[I, C]):
         "_final",
         "_finishing",
         "_forced",
+        "_history",
         "_input",
         "_leaving",
         "_machine",
@@ -164,6 +177,7 @@ class Operation(Generic[I, C]):
         "_registry",
         "_scope",
         "_state",
+        "_trace",
         "clock",
         "completion",
         "core",
@@ -204,6 +218,10 @@ class Operation(Generic[I, C]):
         self._observers: list[Deferred[Any]] | None = None
         self._final: Deferred[Any] | None = None
         self._debug = _debug_enabled()
+        depth = 0 if registry is None else registry.history
+        self._history: deque[TransitionRecord] | None = deque(maxlen=depth) if depth else None
+        # One test on the hot path covers both reasons to look at a transition.
+        self._trace = self._debug or self._history is not None
         self.inputs: I = factory._inputs_type(self)
         self._machine: Any = factory._automat(self)
         self.completion: Deferred[Any] = Deferred(self._completion_cancelled)
@@ -249,6 +267,14 @@ class Operation(Generic[I, C]):
         What the current state holds, in acquisition order.
         """
         return tuple(r.describe() for r in self._scope or ())
+
+    @property
+    def history(self) -> tuple[TransitionRecord, ...]:
+        """
+        The most recent transitions, oldest first; empty unless the
+        operation was created with a ``Registry(history=N)``.
+        """
+        return tuple(self._history or ())
 
     @property
     def done(self) -> bool:
@@ -306,6 +332,24 @@ class Operation(Generic[I, C]):
         Never raises.
         """
         self._request_cancel(reason)
+
+    def force(self, reason: str | None = None) -> None:
+        """
+        Stop waiting for cleanup: cancel pending asynchronous releases (a
+        child operation being released is forced in turn), release what is
+        still held, and fire the completion now, with the outcome already
+        decided if there is one, else ``OperationCancelled(forced=True)``.
+
+        A deliberate call, for a shutdown whose grace period ran out.  Never
+        raises; does nothing once the operation has completed.
+        """
+        if self._done:
+            return
+        if self._cancel_requests == 0:
+            self._request_cancel(reason)
+        if not self._done:
+            self._cancel_requests = max(self._cancel_requests, 1)
+            self._request_cancel(reason)
 
     def _completion_cancelled(self, completion: Deferred[Any]) -> None:
         self._request_cancel(None)
@@ -620,6 +664,26 @@ class Operation(Generic[I, C]):
         behaviour runs: from now on acquisitions belong to ``new``.
         """
         now = self.clock.seconds()
+        if self._trace:
+            self._traced(new, now)
+        self._leaving = self._scope if self._scope is not None else _EMPTY
+        self._scope = None
+        self._state = new
+        self._entered_at = now
+        if terminal:
+            self._finishing = True
+
+    def _loop(self) -> None:
+        """
+        Called by the wrapper of a loop transition when transitions are
+        traced: a loop is a transition too, though it leaves nothing.
+        """
+        self._traced(self._state, self.clock.seconds())
+
+    def _traced(self, new: str, now: float) -> None:
+        """
+        Log and record one transition (only when ``_trace`` is set).
+        """
         if self._debug:
             _LOG.debug(
                 "transition",
@@ -630,27 +694,8 @@ class Operation(Generic[I, C]):
                 new=new,
                 seconds=now - self._entered_at,
             )
-        self._leaving = self._scope if self._scope is not None else _EMPTY
-        self._scope = None
-        self._state = new
-        self._entered_at = now
-        if terminal:
-            self._finishing = True
-
-    def _loop(self) -> None:
-        """
-        Called by the wrapper of a loop transition when debug events are on:
-        a loop is a transition too, though it leaves nothing.
-        """
-        _LOG.debug(
-            "transition",
-            op=self.id,
-            machine=self._factory.name,
-            old=self._state,
-            input=self._input,
-            new=self._state,
-            seconds=self.clock.seconds() - self._entered_at,
-        )
+        if self._history is not None:
+            self._history.append(TransitionRecord(now, self._state, self._input, new))
 
     # -- cancel ------------------------------------------------------------
 

@@ -17,9 +17,16 @@ if TYPE_CHECKING:
 class Registry:
     """
     The operations started with ``registry=this`` that have not completed.
+
+    ``history`` keeps the last N transitions of each such operation in
+    ``op.history`` (for an inspector page); 0, the default, keeps none and
+    costs nothing per transition.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, history: int = 0) -> None:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(f"Registry(history=...) must be an int >= 0, not {history!r}")
+        self.history = history
         self._live: weakref.WeakValueDictionary[int, Operation[Any, Any]] = (
             weakref.WeakValueDictionary()
         )

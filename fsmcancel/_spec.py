@@ -25,11 +25,14 @@ class StateSpec:
     operation is already finishing and fsmcancel handles it.  ``resources``
     are the names the definition declared the state owns (for diagrams and
     build checks; at run time a state may own anything it acquires).
+    ``children`` names the machines of the child operations the state runs
+    (a child operation or a child group), so diagrams can link to them.
     """
 
     name: str
     kind: StateKind
     resources: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,10 @@ class TransitionSpec:
     ``output`` is the behaviour's name, or ``None`` for ``.returns(...)``.
     ``automatic`` marks the no-op ``cancel`` loops fsmcancel adds to cleanup
     and terminal states.  ``timeout`` is the call kind whose timeout rule
-    feeds this input, if the machine declared one.
+    feeds this input, if the machine declared one.  ``guard`` is the name of
+    the condition that selects this transition among several on the same
+    input from the same state (drawn ``input [guard]``); ``None`` for an
+    unguarded transition or the fallback.
     """
 
     source: str
@@ -49,6 +55,7 @@ class TransitionSpec:
     output: str | None = None
     automatic: bool = False
     timeout: str | None = None
+    guard: str | None = None
 
     @property
     def is_cancel(self) -> bool:

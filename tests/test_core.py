@@ -1043,6 +1043,35 @@ class TestTimeAndIntrospection:
         finally:
             structlog.reset_defaults()
 
+    def test_history_is_off_unless_asked_and_bounded(self, clock: Clock) -> None:
+        op = download_factory()(Core(), clock=clock, registry=Registry())
+        op.inputs.start()
+        assert op.history == ()
+        op = download_factory()(Core(), clock=clock, registry=Registry(history=2))
+        op.inputs.start()
+        clock.advance(1.0)
+        op.inputs.chunk("a")
+        clock.advance(1.0)
+        op.inputs.peek()
+        # Loops are transitions too; only the last two are kept, oldest first.
+        assert [(r.old, r.input, r.new, r.at) for r in op.history] == [
+            ("receiving", "chunk", "receiving", 1.0),
+            ("receiving", "peek", "receiving", 2.0),
+        ]
+
+    def test_registry_history_must_be_a_count(self) -> None:
+        with pytest.raises(ValueError, match="history"):
+            Registry(history=-1)
+
+    def test_force_stops_waiting_for_cleanup(self, clock: Clock) -> None:
+        op = started(clock, slow_close=True)
+        out = results(op.completion)
+        op.force("shutdown grace expired")
+        error = error_of(out)
+        assert isinstance(error, OperationCancelled) and error.forced
+        assert error.reason == "shutdown grace expired"
+        assert op.done and op.resources == ()
+
     def test_registry_is_weak_and_empties(self, clock: Clock) -> None:
         registry = Registry()
         factory = download_factory()
