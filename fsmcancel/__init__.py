@@ -7,25 +7,26 @@ operation exposes exactly one completion Deferred, whose canceller feeds that
 input.  See the README for the model and ``Operation`` for the exact rules.
 """
 
-from fsmcancel._builder import (
+from fsmcancel._logging import TwistedLoggerFactory
+from fsmcancel.core import (
     Cancellable,
-    DataState,
-    OperationBuilder,
-    OperationFactory,
-    State,
-)
-from fsmcancel._errors import (
     CleanupFailed,
+    DataState,
     DefinitionError,
+    MachineSpec,
+    Operation,
+    OperationBuilder,
     OperationCancelled,
+    OperationFactory,
     OperationIncomplete,
     ReentrantInputError,
+    Registry,
+    State,
+    StateSpec,
+    TransitionRecord,
+    TransitionSpec,
     UnexpectedInput,
 )
-from fsmcancel._logging import TwistedLoggerFactory
-from fsmcancel._operation import Operation, TransitionRecord
-from fsmcancel._registry import Registry
-from fsmcancel._spec import MachineSpec, StateSpec, TransitionSpec
 
 __all__ = [
     "Cancellable",

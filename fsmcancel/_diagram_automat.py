@@ -21,7 +21,7 @@ from typing import Any
 
 from automat import MethodicalMachine, TypeMachine
 
-from fsmcancel._spec import MachineSpec, StateSpec, TransitionSpec
+from fsmcancel.core._spec import MachineSpec, StateSpec, TransitionSpec
 
 
 def is_automat_machine(value: object) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from fsmcancel._diagram_model import TimeoutLabel
 from fsmcancel._diagram_timeouts import configured_label
-from fsmcancel._spec import MachineSpec
+from fsmcancel.core._spec import MachineSpec
 from fsmcancel.diagram import (
     FORMATS,
     DiagramFormat,

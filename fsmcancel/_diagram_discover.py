@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from fsmcancel._diagram_automat import is_automat_machine, spec_from_automat
-from fsmcancel._spec import MachineSpec
+from fsmcancel.core._spec import MachineSpec
 
 
 class TargetError(Exception):

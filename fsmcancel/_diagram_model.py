@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fsmcancel._spec import MachineSpec, StateKind, TransitionSpec
+from fsmcancel.core._spec import MachineSpec, StateKind, TransitionSpec
 
 TimeoutLabel = Callable[[str], str]
 

@@ -27,7 +27,7 @@ from fsmcancel._diagram_mermaid import mermaid_text
 from fsmcancel._diagram_model import TimeoutLabel, build_view
 from fsmcancel._diagram_svg import GraphvizNotFound, find_dot, svg_from_dot
 from fsmcancel._diagram_timeouts import LazyLabel
-from fsmcancel._spec import MachineSpec
+from fsmcancel.core._spec import MachineSpec
 
 __all__ = [
     "FORMATS",

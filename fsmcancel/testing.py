@@ -38,9 +38,9 @@ from typing import Any, cast
 from twisted.internet.base import DelayedCall
 from twisted.internet.task import Clock
 
-from fsmcancel._builder import OperationFactory
-from fsmcancel._operation import Operation
-from fsmcancel._spec import MachineSpec, TransitionSpec
+from fsmcancel.core._factory import OperationFactory
+from fsmcancel.core._operation import Operation
+from fsmcancel.core._spec import MachineSpec, TransitionSpec
 
 Feed = Callable[[Operation[Any, Any], str], None]
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from automat import MethodicalMachine, TypeMachineBuilder
 
-from fsmcancel._spec import MachineSpec, StateSpec, TransitionSpec
+from fsmcancel.core._spec import MachineSpec, StateSpec, TransitionSpec
 
 DOWNLOAD = MachineSpec(
     name="download",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pydot
 
-from fsmcancel._spec import MachineSpec
+from fsmcancel.core._spec import MachineSpec
 
 _DEFAULT_STATEMENTS = {"node", "edge", "graph"}
 

@@ -1,6 +1,6 @@
 """
 The core rules of an operation, one test class per numbered rule of the
-design (see ``fsmcancel/_operation.py``'s docstring), under ``task.Clock``.
+design (see the README and the docstrings of ``fsmcancel/core/``), under ``task.Clock``.
 """
 
 from __future__ import annotations

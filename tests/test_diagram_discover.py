@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fsmcancel._spec import StateSpec, TransitionSpec
+from fsmcancel.core._spec import StateSpec, TransitionSpec
 from fsmcancel.diagram import TargetError, find_machines, render, spec_of
 from tests import diagram_fixtures
 from tests.diagram_fixtures_parsers import parse_dot, parse_mermaid

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from fsmcancel._spec import MachineSpec, StateSpec, TransitionSpec
+from fsmcancel.core._spec import MachineSpec, StateSpec, TransitionSpec
 from fsmcancel.diagram import render, spec_of
 from tests.diagram_fixtures import DOWNLOAD, FakeFactory, FakeOperation
 from tests.diagram_fixtures_parsers import expected_edges, parse_dot, parse_mermaid

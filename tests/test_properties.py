@@ -1,6 +1,6 @@
 """
-Property tests: random interleavings against the rules in
-``fsmcancel/_operation.py``'s docstring.
+Property tests: random interleavings against the rules in the README and
+the docstrings of ``fsmcancel/core/``.
 
 ``TransferMachine`` drives one ``TRANSFER`` operation (see ``machines.py``)
 with random inputs (valid and invalid, re-entrant ones included), watched

@@ -40,7 +40,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from fsmcancel import Cancellable, Operation, OperationBuilder
-from fsmcancel._builder import _index_transitions
+from fsmcancel.core._factory import index_transitions as _index_transitions
 
 structlog.configure(
     wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),

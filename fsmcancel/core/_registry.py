@@ -11,7 +11,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fsmcancel._operation import Operation
+    from fsmcancel.core._operation import Operation
 
 
 class Registry:
@@ -34,8 +34,8 @@ class Registry:
     def _add(self, op: Operation[Any, Any]) -> None:
         self._live[op.id] = op
 
-    def _remove(self, op: Operation[Any, Any]) -> None:
-        self._live.pop(op.id, None)
+    def _remove(self, op_id: int) -> None:
+        self._live.pop(op_id, None)
 
     def __len__(self) -> int:
         return len(self._live)

@@ -1,0 +1,322 @@
+"""
+States own resources: the ledger of what each state holds.
+
+What a behaviour acquires with ``own``/``watch``/``call_later`` belongs to
+the state being entered (or the current state, in a loop or outside a
+transition).  When the machine leaves a state, its resources are released
+in reverse order of acquisition, after the transition's behaviour has run,
+unless handed over with ``hand_over``.  A release that raises is recorded
+and logged and the others still run; a release that returns a Deferred is
+waited for, and the completion fires only once it has settled.
+
+Owns: ``_scope`` (what the current state holds), ``_leaving`` (what the
+state being left held, until the transition settles), ``_pending`` (releases
+still running) and ``_cleanup_errors``.  It does not decide *when* to
+release: the dispatcher, the cancel protocol and the failure path do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.python.failure import Failure
+
+from fsmcancel.core import _events
+from fsmcancel.core._errors import as_failure
+from fsmcancel.core._releases import Release, default_release, flatten_errors, is_cancellation
+
+if TYPE_CHECKING:
+    from fsmcancel.core._clock import ReactorTime
+    from fsmcancel.core._operation import Operation
+
+T = TypeVar("T")
+
+
+class Resource:
+    """
+    One thing a state owns, and how to let go of it.
+    """
+
+    __slots__ = ("name", "obj", "owner", "release", "released")
+
+    def __init__(self, obj: object, release: Release, name: str | None) -> None:
+        self.obj = obj
+        self.release = release
+        self.name = name
+        self.released = False
+        self.owner = ""  # the state that owns it, set when acquired
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return self.name
+        from fsmcancel.core._operation import Operation
+
+        if isinstance(self.obj, Operation):
+            return self.obj.name
+        return type(self.obj).__name__
+
+    def __repr__(self) -> str:
+        return f"<Resource {self.describe()}{' released' if self.released else ''}>"
+
+
+#: What a state that owned nothing leaves behind; never mutated.
+EMPTY: list[Resource] = []
+
+
+class Ledger:
+    """
+    The resource half of an operation (mixed into ``Operation``).
+    """
+
+    if not TYPE_CHECKING:  # mypy would refuse assignments to fields declared below
+        __slots__ = ()
+
+    if TYPE_CHECKING:
+        _scope: list[Resource] | None
+        _leaving: list[Resource] | None
+        _pending: list[tuple[Deferred[Any], Resource]] | None
+        _cleanup_errors: list[Failure] | None
+        _state: str
+        _finishing: bool
+        _busy: bool
+        _done: bool
+        _debug: bool
+        clock: ReactorTime
+
+        @property
+        def name(self) -> str: ...
+        @property
+        def id(self) -> int: ...
+        @property
+        def machine(self) -> str: ...
+        @property
+        def state(self) -> str: ...
+
+        def _abort(self, failure: Failure) -> None: ...
+        def _maybe_finish(self) -> None: ...
+
+    # -- acquiring ---------------------------------------------------------
+
+    def own(self, resource: T, release: Release | None = None, *, name: str | None = None) -> T:
+        """
+        Make ``resource`` belong to the state being entered (or the current
+        state), to be released when the machine leaves it.
+
+        fsmcancel knows how to release a ``Deferred`` (cancel it), an
+        ``IDelayedCall`` (cancel it if active), a transport (abort the
+        connection) and a child ``Operation`` (cancel it and wait for its
+        cleanup).  Anything else needs ``release``, a function of the resource
+        that may return a Deferred.
+
+        Owning a child operation makes this operation its owner: the child's
+        completion is consumed here, and a failure of the child fails this
+        operation (use ``watch`` to handle the outcome instead).
+        """
+        if release is None:
+            from fsmcancel.core._operation import Operation
+
+            if isinstance(resource, Operation):
+                self.watch(resource, _ignore, name=name)
+                return resource
+            release = default_release(resource)
+            if release is None:
+                raise TypeError(
+                    f"{self.name}: don't know how to release {resource!r} "
+                    f"acquired in state {self._state!r}; pass release="
+                )
+        self._acquire(Resource(resource, release, name))
+        return resource
+
+    def watch(
+        self,
+        source: Deferred[T] | Operation[Any, Any],
+        on_result: Callable[[T], object],
+        on_failure: Callable[[Failure], object] | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        """
+        Own ``source`` (a Deferred or a child operation) and feed its outcome
+        to the machine, typically as inputs: ``op.watch(d, inputs.got,
+        inputs.failed)``.
+
+        Watching a child operation makes this operation its owner: the outcome
+        is taken from the child's ``completion``.
+
+        The outcome is delivered only while ``source`` is still owned.  Once
+        its state has been left it is released (cancelled), and whatever it
+        fires with afterwards is never fed to the machine: a state that
+        cancelled a call never hears from it again.  With no ``on_failure``, a
+        failure fails the whole operation.
+        """
+        from fsmcancel.core._operation import Operation
+
+        resource = self._acquire(Resource(source, default_release(source), name))  # type: ignore[arg-type]
+        outcome = source.completion if isinstance(source, Operation) else source
+        outcome.addBoth(self._watched, resource, on_result, on_failure)
+
+    def _watched(
+        self,
+        result: object,
+        resource: Resource,
+        on_result: Callable[[Any], object],
+        on_failure: Callable[[Failure], object] | None,
+    ) -> object:
+        if resource.released:
+            # Our own release cancelled it.  A Deferred's failure is left for
+            # the release to judge; a child's release observes the child
+            # separately, so its completion is consumed here.
+            from fsmcancel.core._operation import Operation
+
+            return None if isinstance(resource.obj, Operation) else result
+        self._forget(resource)
+        try:
+            if not isinstance(result, Failure):
+                on_result(result)
+            elif on_failure is not None:
+                on_failure(result)
+            else:
+                self._abort(result)
+        except Exception:
+            self._abort(as_failure())
+        return None
+
+    def call_later(
+        self, delay: float, f: Callable[..., object], *args: Any, **kw: Any
+    ) -> IDelayedCall:
+        """
+        ``clock.callLater``, owned by the state: leaving it disarms the timer.
+        """
+        call = self.clock.callLater(delay, f, *args, **kw)
+        self._acquire(Resource(call, default_release(call), None))  # type: ignore[arg-type]
+        return call
+
+    def hand_over(self, resource: T) -> T:
+        """
+        Keep ``resource`` alive across the transition that is running: it
+        moves from the state being left to the state being entered.
+        """
+        leaving = self._leaving
+        if leaving:
+            for entry in leaving:
+                if entry.obj is resource:
+                    leaving.remove(entry)
+                    self._acquire(entry)
+                    return resource
+        raise ValueError(
+            f"{self.name}: {resource!r} is not owned by the state being left "
+            f"(hand_over only works inside a transition that leaves its owner)"
+        )
+
+    def release(self, resource: object) -> None:
+        """
+        Release ``resource`` now, before its state is left.
+        """
+        for scope in (self._scope, self._leaving):
+            for entry in scope or ():
+                if entry.obj is resource:
+                    scope.remove(entry)  # type: ignore[union-attr]
+                    self._release_all([entry], "released early")
+                    return
+        raise ValueError(f"{self.name}: {resource!r} is not owned by state {self._state!r}")
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        """
+        What the current state holds, in acquisition order.
+        """
+        return tuple(r.describe() for r in self._scope or ())
+
+    def _acquire(self, entry: Resource) -> Resource:
+        if self._finishing:
+            raise RuntimeError(
+                f"{self.name}: cannot acquire {entry.describe()} in state {self._state!r}: "
+                "the operation is finishing and terminal states own nothing"
+            )
+        entry.owner = self._state
+        if self._scope is None:
+            self._scope = [entry]
+        else:
+            self._scope.append(entry)
+        return entry
+
+    def _forget(self, entry: Resource) -> None:
+        for scope in (self._scope, self._leaving):
+            if scope and entry in scope:
+                scope.remove(entry)
+                return
+
+    # -- releasing ---------------------------------------------------------
+
+    def _release_held(self, why: str) -> None:
+        """
+        Release everything still held: the current state's resources and
+        those of a state being left.
+        """
+        scope, self._scope = self._scope, None
+        leaving, self._leaving = self._leaving, None
+        if scope:
+            self._release_all(scope, why)
+        if leaving:
+            self._release_all(leaving, why)
+
+    def _release_all(self, entries: list[Resource], why: str) -> None:
+        """
+        Release ``entries`` newest first.  Synchronous errors are recorded at
+        once; asynchronous releases are tracked until they settle.
+        """
+        for entry in reversed(entries):
+            if entry.released:
+                continue
+            entry.released = True
+            if self._debug:
+                _events.release(self, entry, why)
+            try:
+                result = entry.release(entry.obj)
+            except Exception:
+                self._cleanup_error(as_failure(), entry)
+                continue
+            if isinstance(result, Deferred):
+                if self._pending is None:
+                    self._pending = []
+                item = (result, entry)
+                self._pending.append(item)
+                result.addBoth(self._release_settled, item)
+
+    def _release_settled(self, result: object, item: tuple[Deferred[Any], Resource]) -> None:
+        pending = self._pending
+        if pending is not None and item in pending:
+            pending.remove(item)
+        elif self._done:
+            if isinstance(result, Failure) and not is_cancellation(result):
+                _events.cleanup_error(self, result, item[1], "after completion")
+            return None
+        if isinstance(result, Failure) and not is_cancellation(result):
+            self._cleanup_error(result, item[1])
+        if not self._busy and self._finishing:
+            self._maybe_finish()
+        return None
+
+    def _abandon_pending(self) -> None:
+        """
+        Stop waiting for asynchronous releases (the operation is forced).
+        """
+        pending, self._pending = self._pending or [], None
+        for d, _ in pending:
+            d.cancel()
+        for _, entry in pending:
+            _events.abandoned(self, entry)
+
+    def _cleanup_error(self, failure: Failure, entry: Resource) -> None:
+        if self._cleanup_errors is None:
+            self._cleanup_errors = []
+        for error in flatten_errors(failure):
+            self._cleanup_errors.append(error)
+            _events.cleanup_error(self, error, entry)
+
+
+def _ignore(result: object) -> None:
+    return None

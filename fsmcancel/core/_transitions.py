@@ -1,0 +1,170 @@
+"""
+What runs on a transition: the function Automat calls, around the user's
+behaviour.
+
+Automat has no exit hooks, and fsmcancel must know, at every transition,
+which state is being left and which entered, to release what the old state
+owned.  A tracer on every transition would cost a call per input; instead,
+each behaviour is wrapped when it is declared, and the wrapper knows
+statically which kind of transition it belongs to:
+
+- a *loop* (``.loop()``) stays in its state: resources are kept, the data of
+  a data state is kept;
+- a *move* (``.to(other)``) enters another state: the old state's resources
+  are released after the behaviour, and leaving a data state for a plain one
+  drops the old data, which Automat would otherwise keep alive;
+- entering a data state is announced by its data factory, which Automat runs
+  before the behaviour.
+
+Behaviours receive ``(inputs, op, [data], *args)``: the operation's inputs,
+the ``Operation``, the data of the data state being left, and the input's
+arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from fsmcancel.core._errors import DefinitionError
+from fsmcancel.core._spec import StateKind
+
+if TYPE_CHECKING:
+    from fsmcancel.core._builder import OperationBuilder
+    from fsmcancel.core._operation import Operation
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class DeclaredState:
+    """
+    A state as declared, with the Automat state that implements it.
+    """
+
+    name: str
+    kind: StateKind
+    resources: tuple[str, ...]
+    automat: Any
+    data: bool
+
+
+@dataclass
+class DeclaredTransition:
+    """
+    A transition as declared; ``done`` once it has a behaviour.
+    """
+
+    source: DeclaredState
+    input: str
+    target: DeclaredState
+    output: str | None = None
+    done: bool = False
+
+
+class Transition(Generic[P, R]):
+    """
+    A declared transition waiting for its behaviour: decorate a function with
+    it, or call ``returns(value)`` for a transition with no behaviour.
+    """
+
+    def __init__(
+        self,
+        builder: OperationBuilder[Any, Any],
+        record: DeclaredTransition,
+        input: Callable[..., Any],
+    ) -> None:
+        self._builder = builder
+        self._record = record
+        self._input = input
+
+    def __call__(self, behaviour: Callable[P, R]) -> Callable[P, R]:
+        self._register(behaviour, behaviour.__name__)
+        return behaviour
+
+    def returns(self, value: R) -> None:
+        """
+        No behaviour: the input just moves the machine and returns ``value``.
+        """
+
+        def constant(*args: object, **kwargs: object) -> R:
+            return value
+
+        self._register(constant, None)
+
+    def _register(self, behaviour: Callable[..., Any], output: str | None) -> None:
+        record = self._record
+        if record.done:
+            raise DefinitionError(
+                f"{self._builder.name}: transition {record.source.name} --{record.input}--> "
+                f"{record.target.name} already has a behaviour"
+            )
+        record.done = True
+        record.output = output
+        source, target = record.source, record.target
+        automat_target = target.automat
+        wrapped = wrap_behaviour(behaviour, source, target)
+        upon = source.automat.upon(self._input)
+        registrar = upon.loop() if source is target else upon.to(automat_target)
+        registrar(wrapped)
+
+
+def wrap_behaviour(
+    behaviour: Callable[..., Any], source: DeclaredState, target: DeclaredState
+) -> Callable[..., Any]:
+    """
+    The function Automat actually calls for one transition.
+
+    Which bookkeeping a transition needs is known when it is declared, so
+    each variant does only its own: a loop does nothing extra; a move tells
+    the operation which state it enters (unless the target's data factory
+    already did); leaving a data state for a plain one drops the old data,
+    which Automat would otherwise keep alive.
+
+    Automat checks a data state's data against the annotation of the third
+    parameter of the function it calls, hence the explicit ``data: object``.
+    """
+    new, terminal = target.name, target.kind == "terminal"
+    enters = source is not target and not target.data
+    if source.data:
+        drops = enters
+
+        def from_data(
+            machine: Any, op: Operation[Any, Any], data: object, *args: Any, **kw: Any
+        ) -> Any:
+            if enters:
+                op._enter(new, terminal)
+            elif op._trace and source is target:
+                op._loop()
+            try:
+                return behaviour(op.inputs, op, data, *args, **kw)
+            finally:
+                if drops:
+                    machine.__automat_data__ = None
+
+        return from_data
+    if enters:
+
+        def move(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
+            op._enter(new, terminal)
+            return behaviour(op.inputs, op, *args, **kw)
+
+        return move
+
+    def stay(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
+        if op._trace:
+            op._loop()
+        return behaviour(op.inputs, op, *args, **kw)
+
+    return stay
+
+
+def wrap_factory(factory: Callable[..., Any], name: str, terminal: bool) -> Callable[..., Any]:
+    def enter_data_state(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
+        op._enter(name, terminal)
+        return factory(op.inputs, op, *args, **kw)
+
+    enter_data_state.__name__ = getattr(factory, "__name__", "factory")
+    return enter_data_state
