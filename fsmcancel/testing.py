@@ -8,7 +8,8 @@ there under a ``task.Clock``, cancels it, and checks fsmcancel's promises:
 
 - the completion fires exactly once;
 - by then the operation holds nothing and no timer is left on the clock;
-- a cleanup that waits on something is forced by a second cancel.
+- a cleanup that waits on something is not cut short by a repeated cancel,
+  and is forced by ``op.force()``.
 
 ``check`` returns what the completion fired with, so a test can also assert
 the outcome (usually ``OperationCancelled``; a cancel transition may choose
@@ -24,7 +25,7 @@ Typical use with pytest::
 
 ``feed(op, input_name)`` feeds one input with whatever arguments it needs
 (the default calls it with none).  If cleanup waits on something the test
-must complete, pass ``settle(op)``; otherwise a second cancel forces it, which
+must complete, pass ``settle(op)``; otherwise ``op.force()`` forces it, which
 is also checked.
 """
 
@@ -102,11 +103,15 @@ class CancelCase:
                 + "; if the machine only passes through this state, exclude it"
             )
         op.cancel(f"cancel_cases: cancel in {self.state}")
+        where = f"{self} (reached by {route})"
         if not op.done and settle is not None:
             settle(op)
         if not op.done:
-            op.cancel("cancel_cases: force")
-        where = f"{self} (reached by {route})"
+            op.cancel("cancel_cases: a repeated cancel")
+            op.completion.cancel()
+            if op.done or fired:
+                raise AssertionError(f"{where}: a repeated cancel forced the cleanup")
+            op.force("cancel_cases: force")
         if len(fired) != 1:
             raise AssertionError(f"{where}: completion fired {len(fired)} times, expected once")
         if op.resources:

@@ -1,5 +1,6 @@
 """
-Suite-wide discipline: no test may leave an unhandled error in a Deferred.
+Suite-wide discipline: no test may leave an unhandled error in a Deferred,
+and each test starts with structlog unconfigured, as a library finds it.
 
 Twisted reports a Deferred that was garbage-collected while holding a
 failure as "Unhandled error in Deferred".  fsmcancel promises that its own
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
+import structlog
 from twisted.logger import ILogObserver, globalLogPublisher
 
 
@@ -38,3 +40,14 @@ def no_unhandled_deferred_errors() -> Iterator[None]:
     assert not unhandled, "unhandled errors in Deferreds: " + "; ".join(
         str(e.get("log_failure")) for e in unhandled
     )
+
+
+@pytest.fixture(autouse=True)
+def unconfigured_structlog() -> Iterator[None]:
+    """
+    ``capture_logs`` and the logging tests configure structlog; put it back
+    the way an application that never configured it has it.
+    """
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

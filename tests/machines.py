@@ -438,6 +438,7 @@ class LayerCore:
     clock: Clock
     trackers: list[Tracker]
     ops: dict[int, Operation[Layer, LayerCore]]
+    grace: float | None = None
 
     @property
     def tracker(self) -> Tracker:
@@ -455,8 +456,14 @@ l_stopping = _l.cleanup_state("stopping", resources=["bye", "stop timer", "resou
 l_done = _l.terminal_state("done")
 
 
-def start_layer(depth: int, clock: Clock, trackers: list[Tracker], ops: dict[int, LOp]) -> LOp:
-    op = LAYER(LayerCore(depth, clock, trackers, ops), clock=clock)
+def start_layer(
+    depth: int,
+    clock: Clock,
+    trackers: list[Tracker],
+    ops: dict[int, LOp],
+    grace: float | None = None,
+) -> LOp:
+    op = LAYER(LayerCore(depth, clock, trackers, ops, grace), clock=clock, grace=grace)
     ops[depth] = op
     return op
 
@@ -477,7 +484,7 @@ def _l_start(inputs: Layer, op: LOp) -> None:
     tracker = core.tracker
     tracker.custom(op, "res")
     if core.depth > 0:
-        child = start_layer(core.depth - 1, core.clock, core.trackers, core.ops)
+        child = start_layer(core.depth - 1, core.clock, core.trackers, core.ops, core.grace)
         op.watch(child, inputs.child_done, inputs.child_failed)
         child.inputs.start()
     else:

@@ -461,7 +461,8 @@ class TestStateResources:
 class TestAsynchronousCleanup:
     """
     Rule 4: callbacks on the completion run only after cleanup has finished;
-    a further cancel forces.
+    repeated cancels change nothing; forcing is deliberate (``op.force()``)
+    or the cleanup grace expiring.
     """
 
     def test_completion_waits_for_async_release(self, clock: Clock) -> None:
@@ -482,27 +483,42 @@ class TestAsynchronousCleanup:
         op.core.close_waits[0].callback(None)
         assert snapshot == [["buffer", "request", "connection"]]
 
-    def test_second_cancel_forces(self, clock: Clock) -> None:
+    def test_repeated_cancels_of_the_completion_are_idempotent(self, clock: Clock) -> None:
         op = started(clock, slow_close=True)
         out = results(op.completion)
-        op.completion.cancel()
-        assert out == []
-        op.completion.cancel()  # forwarded to the inner Deferred: force
+        for _ in range(5):
+            # After the first, Twisted forwards each to the innermost Deferred.
+            op.completion.cancel()
+        assert out == [] and not op.core.close_waits[0].called
+        op.core.close_waits[0].callback(None)
         [failure] = out
         assert isinstance(failure, Failure)
         error = failure.value
-        assert isinstance(error, OperationCancelled) and error.forced
-        assert op.core.close_waits[0].called  # the pending release was cancelled
-        assert "forced" in str(error)
+        assert isinstance(error, OperationCancelled) and not error.forced
 
-    def test_second_cancel_by_op_cancel_forces_too(self, clock: Clock) -> None:
+    def test_repeated_op_cancel_keeps_the_first_reason(self, clock: Clock) -> None:
         op = started(clock, slow_close=True)
         out = results(op.completion)
         op.cancel("first")
         op.cancel("second")
-        assert isinstance(out[0], Failure)
-        assert isinstance(out[0].value, OperationCancelled)
-        assert out[0].value.forced and out[0].value.reason == "first"
+        op.inputs.cancel("third")
+        assert out == []
+        op.core.close_waits[0].callback(None)
+        error = error_of(out)
+        assert isinstance(error, OperationCancelled)
+        assert not error.forced and error.reason == "first" and error.state == "receiving"
+
+    def test_force_cancels_pending_releases(self, clock: Clock) -> None:
+        op = started(clock, slow_close=True)
+        out = results(op.completion)
+        op.completion.cancel()
+        assert out == []
+        op.force("shutting down")
+        error = error_of(out)
+        assert isinstance(error, OperationCancelled) and error.forced
+        assert error.reason is None  # the reason of the request that was recognised
+        assert op.core.close_waits[0].called  # the pending release was cancelled
+        assert "forced" in str(error)
 
     def test_forcing_keeps_an_outcome_already_decided(self, clock: Clock) -> None:
         # The result is known; only the polite close is cut short.
@@ -510,10 +526,77 @@ class TestAsynchronousCleanup:
         out = results(op.completion)
         op.core.calls[0].callback("last")  # succeed, then wait for the close
         assert out == [] and op.state == "done"
-        op.cancel("first: too late")
-        op.cancel("second: force")
+        op.cancel("too late: already finishing")
+        op.cancel("still nothing")
+        assert out == []
+        op.force("give up on the close")
         assert out == ["last"]
         assert op.core.close_waits[0].called
+
+    def test_add_timeout_after_our_cancel_does_not_force(self, clock: Clock) -> None:
+        # Twisted's addTimeout cancels the completion when it expires; that is
+        # a defensive cancel, and the cleanup still running must not be cut.
+        op = started(clock, slow_close=True)
+        out = results(op.completion)
+        op.cancel("user")
+        op.completion.addTimeout(10, clock)
+        clock.advance(10)
+        assert out == [] and not op.core.close_waits[0].called
+        op.core.close_waits[0].callback(None)
+        error = error_of(out)
+        assert isinstance(error, OperationCancelled) and not error.forced
+
+    def test_the_cleanup_grace_forces(self, clock: Clock) -> None:
+        op = download_factory()(Core(slow_close=True), clock=clock, grace=5)
+        op.inputs.start()
+        out = results(op.completion)
+        op.cancel("user")
+        clock.advance(4.9)
+        assert out == []
+        clock.advance(0.1)
+        error = error_of(out)
+        assert isinstance(error, OperationCancelled) and error.forced
+        assert op.core.close_waits[0].called and clock.getDelayedCalls() == []
+
+    def test_the_grace_counts_from_winding_down(self, clock: Clock) -> None:
+        op = download_factory()(Core(slow_close=True), clock=clock, grace=5)
+        op.inputs.start()
+        out = results(op.completion)
+        clock.advance(29.5)  # running: only the machine's own 30 s timer is armed
+        assert op.state == "receiving" and len(clock.getDelayedCalls()) == 1
+        clock.advance(0.5)  # finished: closing, then done, the close still pending
+        assert op.state == "done" and out == []
+        clock.advance(4.9)
+        assert out == []
+        clock.advance(0.1)
+        assert out == [""]  # forced: the outcome decided before the close stands
+
+    def test_no_grace_waits_forever(self, clock: Clock) -> None:
+        op = download_factory()(Core(slow_close=True), clock=clock, grace=None)
+        op.inputs.start()
+        out = results(op.completion)
+        op.cancel()
+        assert clock.getDelayedCalls() == []
+        clock.advance(1e9)
+        assert out == []
+        op.core.close_waits[0].callback(None)
+        assert len(out) == 1
+
+    def test_the_grace_timer_is_disarmed_on_completion(self, clock: Clock) -> None:
+        op = download_factory()(Core(slow_close=True), clock=clock, grace=5)
+        op.inputs.start()
+        results(op.completion)
+        op.cancel()
+        assert len(clock.getDelayedCalls()) == 1
+        op.core.close_waits[0].callback(None)
+        assert clock.getDelayedCalls() == []
+
+    @pytest.mark.parametrize("grace", [-1, float("nan"), float("inf"), "5s", True])
+    def test_a_bad_grace_is_refused_naming_it(self, grace: Any) -> None:
+        with pytest.raises((TypeError, ValueError), match=r"download: grace must be"):
+            download_factory()(Core(), grace=grace)
+        with pytest.raises((TypeError, ValueError), match=r"graceful: grace must be"):
+            OperationBuilder(Download, Core, name="graceful", grace=grace)
 
     def test_observers_also_wait(self, clock: Clock) -> None:
         op = started(clock, slow_close=True)
@@ -937,11 +1020,17 @@ class TestTwistedSemantics:
 
     def test_cancel_twice_and_after_never_raises(self, clock: Clock) -> None:
         op = started(clock, slow_close=True)
-        results(op.completion)
+        out = results(op.completion)
         for _ in range(3):
             op.completion.cancel()
             op.cancel()
-        assert op.done
+        assert not op.done and out == []  # polite: still waiting for the close
+        op.force()
+        for _ in range(3):
+            op.completion.cancel()
+            op.cancel()
+            op.force()
+        assert op.done and len(out) == 1
 
     def test_no_unhandled_errors(self, clock: Clock) -> None:
         from twisted.logger import ILogObserver, globalLogPublisher
@@ -1130,7 +1219,7 @@ class TestBadInput:
         op = started(clock)
         with pytest.raises(
             AttributeError,
-            match=r"download#\d+ has no input 'chunks'; "
+            match=r"download#\d+: no input 'chunks' \(in state 'receiving'\); "
             r"its inputs are: cancel, chunk, closed, finished, peek, start",
         ):
             op.inputs.chunks("x")  # type: ignore[attr-defined]

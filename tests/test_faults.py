@@ -305,29 +305,23 @@ def test_cancel_in_each_state(lab: Lab) -> None:
     lab.finish()
 
 
-def test_cancel_while_closing_is_too_late_and_a_second_forces(lab: Lab) -> None:
+def test_cancel_while_closing_is_too_late_and_force_cuts_it(lab: Lab) -> None:
     """
     ``closing`` is a cleanup state: the body is in, the connection is being
-    closed politely.  A first cancel changes nothing; a second forces: the
-    connection is aborted and the completion fires at once.
+    closed politely.  Cancels change nothing, however many; ``force()``
+    aborts the connection, and the completion fires at once with the
+    outcome already recorded (the body).
     """
     server = lab.server("healthy")
     op = fetch("poem", [server.peer()], fast_timeouts(), registry=lab.registry)
     iterate_until(in_state(op, "closing"))
     fired = lab.watch(op)
-    op.completion.cancel()
+    for _ in range(3):
+        op.completion.cancel()
+        op.cancel("defensive")
     assert fired == [] and op.state == "closing"
-    op.completion.cancel()
-    assert len(fired) == 1 and op.done and op.resources == ()
-    # What it fires with: the README says OperationCancelled(forced=True);
-    # fsmcancel delivers the outcome already recorded (the body).  Either
-    # way the body was fetched and nothing is held.
-    outcome = fired[0]
-    if isinstance(outcome, Failure):
-        error = outcome.value
-        assert isinstance(error, OperationCancelled) and error.forced
-    else:
-        assert outcome == BODY
+    op.force("the user insisted")
+    assert fired == [BODY] and op.done and op.resources == ()
     lab.finish()
 
 

@@ -221,10 +221,11 @@ class TransferMachine(RuleBasedStateMachine):
     @initialize(
         modes=st.lists(st.sampled_from(RELEASE_MODES), min_size=1, max_size=6),
         pause=st.booleans(),
+        grace=st.sampled_from([None, 4.0, 15.0]),
     )
-    def create(self, modes: list[str], pause: bool) -> None:
+    def create(self, modes: list[str], pause: bool, grace: float | None) -> None:
         self.tracker = Tracker(modes=modes)
-        self.op = TRANSFER(TransferCore(self.tracker), clock=self.clock)
+        self.op = TRANSFER(TransferCore(self.tracker), clock=self.clock, grace=grace)
         if pause:
             self.inner = Deferred()
         self.op.completion.addBoth(self._on_completion).addBoth(self._after_inner)
@@ -246,6 +247,7 @@ class TransferMachine(RuleBasedStateMachine):
         return self.inner  # None, or pause the completion (the wrinkle)
 
     def _check_at_completion(self) -> None:
+        self.sync_grace()
         assert self.o.done
         assert self.tracker.unreleased() == [], self.tracker.unreleased()
         assert self.clock.getDelayedCalls() == [], self.clock.getDelayedCalls()
@@ -284,17 +286,32 @@ class TransferMachine(RuleBasedStateMachine):
 
     def note_cancel(self, state: str, reason: str | None) -> None:
         """
-        A cancel request is about to reach a not-yet-done operation.
+        A cancel request is about to reach a not-yet-done operation.  Only
+        the first can do anything: it is recognised in a running state that
+        is not finishing.  Later ones are idempotent.
         """
         self.cancel_requests += 1
-        if self.cancel_requests == 1:
-            # Recognised only in a running state that is not finishing.
-            if not self.finishing() and self.kind() == "running":
-                self.cancel_state, self.cancel_reason = state, reason
-        else:
-            self.forced = True
-            if self.cancel_state is None:
-                self.cancel_state, self.cancel_reason = state, reason
+        if self.cancel_requests == 1 and not self.finishing() and self.kind() == "running":
+            self.cancel_state, self.cancel_reason = state, reason
+
+    def note_force(self, state: str, reason: str | None) -> None:
+        """
+        The operation is about to be forced, in ``state``.
+        """
+        self.forced = True
+        if self.cancel_state is None:
+            self.cancel_state, self.cancel_reason = state, reason
+
+    def sync_grace(self) -> None:
+        """
+        The cleanup grace may have forced the operation while the clock ran.
+        """
+        if self.forced:
+            return
+        for event in self.watch.logs:
+            if event.get("event") == "cleanup grace expired":
+                grace = event["grace"]
+                self.note_force(event["state"], f"cleanup grace of {grace:g}s expired")
 
     # -- rules ---------------------------------------------------------
 
@@ -337,6 +354,7 @@ class TransferMachine(RuleBasedStateMachine):
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 5.0, 10.0]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
+        self.sync_grace()
 
     @rule(path=st.sampled_from(CANCEL_PATHS), reason=st.sampled_from(REASONS))
     def cancel(self, path: str, reason: str | None) -> None:
@@ -345,11 +363,31 @@ class TransferMachine(RuleBasedStateMachine):
         if op.done:
             self._cancel_after_completion(path, reason)
             return
+        repeated = self.cancel_requests > 0
+        before = (op.state, op.done, len(self.results), op.resources)
         self.note_cancel(op.state, reason)
         cancel_via(op, path, reason)  # never raises
-        if self.cancel_requests >= 2:
-            assert op.done, "a further cancel did not force completion"
-            assert len(self.results) == 1
+        if repeated:
+            # Defensive cancels stay polite: nothing changes.
+            assert (op.state, op.done, len(self.results), op.resources) == before
+
+    @rule(path=st.sampled_from(CANCEL_PATHS), reason=st.sampled_from(REASONS))
+    def force(self, path: str, reason: str | None) -> None:
+        op = self.o
+        reason = path_reason(path, reason)
+        if op.done:
+            results = list(self.results)
+            op.force(reason)
+            assert self.results == results
+            return
+        if self.cancel_requests == 0:
+            # What force() itself starts with: a polite cancel.
+            self.note_cancel(op.state, reason)
+            cancel_via(op, path, reason)
+        if not op.done:
+            self.note_force(op.state, reason)
+            op.force(reason)
+        assert op.done and len(self.results) == 1
 
     def _cancel_after_completion(self, path: str, reason: str | None) -> None:
         op = self.o
@@ -383,6 +421,24 @@ class TransferMachine(RuleBasedStateMachine):
         d.addBoth(self._observer_result(seen))
         self.observers.append((d, seen, cancelled))
         assert len(seen) == (1 if self.o.done else 0)
+
+    @rule()
+    def observe_and_cancel_on_delivery(self) -> None:
+        """
+        An observer whose callback cancels the completion: it must not change
+        what the completion (or any other observer) delivers.
+        """
+        seen: list[object] = []
+        op = self.o
+
+        def on_delivery(result: object) -> None:
+            seen.append(result)
+            if op.done:  # the outcome, not this observer being detached
+                op.completion.cancel()
+
+        d = op.observe()
+        d.addBoth(on_delivery)
+        self.observers.append((d, seen, []))
 
     @precondition(lambda self: any(not seen for _, seen, _ in self.observers))
     @rule(data=st.data())
@@ -439,10 +495,13 @@ class TransferMachine(RuleBasedStateMachine):
 
     def _finish_and_judge(self) -> None:
         op = self.o
-        for _ in range(2):
-            if not op.done:
-                self.note_cancel(op.state, "teardown")
-                op.cancel("teardown")
+        self.sync_grace()
+        if not op.done:
+            self.note_cancel(op.state, "teardown")
+            op.cancel("teardown")
+        if not op.done:
+            self.note_force(op.state, "teardown: force")
+            op.force("teardown: force")
         assert op.done and len(self.results) == 1
         self.checks_inside_callbacks_passed()
         result = self.results[0]
@@ -504,10 +563,11 @@ class NestedMachine(RuleBasedStateMachine):
     ``ops[2]`` is the outer operation, ``ops[0]`` the innermost.
 
     ``FORCE = False``: the rules cancel only the outer operation, once (at
-    any moment: idle, running, during its own or its children's cleanup);
-    teardown then finishes everything by settling what is pending and
-    advancing the clock, so completion must come without any forcing.
-    ``FORCE = True`` also cancels any level, any number of times.
+    any moment: idle, running, during its own or its children's cleanup),
+    with no cleanup grace; teardown then finishes everything by settling
+    what is pending and advancing the clock, so completion must come
+    without any forcing.  ``FORCE = True`` also cancels and forces any
+    level, any number of times, with a cleanup grace that may force too.
 
     ``STRICT = True`` checks the issue's "every cleanup error reaches the
     outer completion" literally; ``STRICT = False`` checks that each level's
@@ -518,6 +578,7 @@ class NestedMachine(RuleBasedStateMachine):
 
     FORCE = False
     STRICT = False
+    GRACE: float | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -540,7 +601,7 @@ class NestedMachine(RuleBasedStateMachine):
     )
     def create(self, modes: list[list[str]], start: bool) -> None:
         self.trackers = [Tracker(modes=m) for m in modes]
-        self.top = start_layer(2, self.clock, self.trackers, self.ops)
+        self.top = start_layer(2, self.clock, self.trackers, self.ops, self.GRACE)
         self.top.completion.addBoth(self._on_completion)
         if start:
             self.top.inputs.start()
@@ -585,10 +646,18 @@ class NestedMachine(RuleBasedStateMachine):
         op = self.ops[depth]
         first = self.requests.get(depth, 0) == 0
         self.requests[depth] = self.requests.get(depth, 0) + 1
-        was_done = op.done
+        before = (op.state, op.done, op.resources)
         cancel_via(op, path, reason)
-        if depth == 2 and not first and not was_done:
-            assert op.done, "a further cancel did not force completion"
+        if not first:
+            assert (op.state, op.done, op.resources) == before, "a repeated cancel changed it"
+
+    @precondition(lambda self: self.FORCE)
+    @rule(data=st.data(), reason=st.sampled_from(REASONS))
+    def force(self, data: st.DataObject, reason: str | None) -> None:
+        depth = data.draw(st.sampled_from(sorted(self.ops)))
+        op = self.ops[depth]
+        op.force(reason)
+        assert op.done and op.resources == ()
 
     @precondition(lambda self: any(t.live_watched() for t in self.trackers))
     @rule(data=st.data(), ok=st.booleans())
@@ -630,7 +699,7 @@ class NestedMachine(RuleBasedStateMachine):
             # failure above does not also leak unhandled errors.
             for op in self.ops.values():
                 op.cancel("teardown")
-                op.cancel("teardown")
+                op.force("teardown")
             self.top = None
             self.ops = {}
             self.results = []
@@ -705,6 +774,7 @@ class NestedStrictMachine(NestedMachine):
 class NestedForcedMachine(NestedMachine):
     FORCE = True
     STRICT = True
+    GRACE = 12.0
 
 
 NestedStrictMachine.TestCase.settings = SETTINGS
@@ -733,14 +803,14 @@ def _nested(depth: int, modes: str = "sync") -> tuple[Clock, list[Tracker], dict
 
 def test_bug_force_abandons_child() -> None:
     """
-    Spec: a further cancel "forces it: pending asynchronous releases are
-    cancelled, resources still held are released, and the completion fires
-    at once"; the reliability issue: "the innermost resources are released
-    before the outer completion fires" and no DelayedCall is left.
+    Spec: forcing "cancels pending asynchronous releases, releases resources
+    still held, and fires the completion at once"; the reliability issue:
+    "the innermost resources are released before the outer completion
+    fires" and no DelayedCall is left.
 
-    parent.cancel(); parent.cancel() -- the first moves both to 'stopping'
+    parent.cancel(); parent.force() -- the first moves both to 'stopping'
     and the parent waits for the child's cleanup (``release_operation``);
-    the second cancels only the parent's wait (the Deferred returned by
+    the force once cancelled only the parent's wait (the Deferred returned by
     ``release_operation`` has no canceller), so the parent completes while
     the child is still in 'stopping', holding its "bye" Deferred, its stop
     timer and its custom resource.  Expected: the forced parent forwards
@@ -752,14 +822,14 @@ def test_bug_force_abandons_child() -> None:
     seen: list[object] = []
     parent.completion.addBoth(seen.append)
     parent.cancel("first")
-    parent.cancel("second")
+    parent.force("second")
     assert len(seen) == 1
     try:
         assert child.done, f"child left in {child.state!r} holding {child.resources}"
         assert trackers[0].unreleased() == []
         assert clock.getDelayedCalls() == []
     finally:
-        child.cancel()  # let it go, so no unhandled error is left behind
+        child.force()  # let it go, so no unhandled error is left behind
 
 
 def test_bug_force_loses_child_cleanup_errors() -> None:
@@ -777,13 +847,13 @@ def test_bug_force_loses_child_cleanup_errors() -> None:
     parent.completion.addBoth(seen.append)
     parent.cancel("first")
     assert trackers[0].raised, "the child's release should have failed"
-    parent.cancel("second")
+    parent.force("second")
     try:
         reached = errors_reaching(seen[0])
         missing = [e for e in trackers[0].raised if not any(e is r for r in reached)]
         assert not missing, f"child cleanup errors lost: {missing}"
     finally:
-        child.cancel()
+        child.force()
 
 
 def test_bug_child_outcome_becomes_parent_cleanup_error() -> None:
@@ -862,9 +932,9 @@ def test_layer_core_is_shared_per_level() -> None:
     seen: list[object] = []
     ops[2].completion.addBoth(seen.append)
     ops[2].cancel()
-    ops[2].cancel()
+    ops[2].force()
     for op in ops.values():
         op.cancel()
-        op.cancel()
+        op.force()
     assert all(op.done for op in ops.values())
     assert len(seen) == 1

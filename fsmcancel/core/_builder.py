@@ -28,9 +28,10 @@ from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, Type
 
 from automat import TypeMachineBuilder
 
+from fsmcancel.core._cancel import DEFAULT_GRACE
 from fsmcancel.core._checks import check_inputs, check_structure
 from fsmcancel.core._errors import DefinitionError
-from fsmcancel.core._factory import OperationFactory
+from fsmcancel.core._factory import OperationFactory, check_grace
 from fsmcancel.core._operation import Operation
 from fsmcancel.core._spec import MachineSpec, StateKind, StateSpec, TransitionSpec
 from fsmcancel.core._transitions import DeclaredState, DeclaredTransition, Transition, wrap_factory
@@ -78,7 +79,7 @@ class Upon(Generic[I, C, P, R]):
         Declare a transition back to the same state (its resources stay).
         """
         record = self._state._record
-        return self._state._builder._transition(record, self._input, record)
+        return self._state._builder._transition(record, self._input, record, loop=True)
 
 
 class DataUpon(Generic[I, C, D, P, R]):
@@ -93,7 +94,7 @@ class DataUpon(Generic[I, C, D, P, R]):
 
     def loop(self) -> Transition[Concatenate[I, Operation[I, C], D, P], R]:
         record = self._state._record
-        return self._state._builder._transition(record, self._input, record)
+        return self._state._builder._transition(record, self._input, record, loop=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +147,11 @@ class OperationBuilder(Generic[I, C]):
 
     ``timeouts`` names the timeout configuration file the machine runs with
     by default; diagrams label its timeout transitions from it.
+
+    ``grace`` is how long the operation may take to clean up (from entering
+    a cleanup state, or from finishing with releases still pending) before
+    fsmcancel forces it: seconds, or ``None`` to wait forever.  Each
+    operation may override it.
     """
 
     def __init__(
@@ -156,6 +162,7 @@ class OperationBuilder(Generic[I, C]):
         name: str,
         unexpected: Literal["raise", "log"] = "raise",
         timeouts: str | os.PathLike[str] | None = None,
+        grace: float | None = DEFAULT_GRACE,
     ) -> None:
         if unexpected not in ("raise", "log"):
             raise DefinitionError(
@@ -163,6 +170,7 @@ class OperationBuilder(Generic[I, C]):
             )
         self.name = name
         self.unexpected = unexpected
+        self.grace = check_grace(f"{name}: grace", grace)
         self._inputs: Any = inputs  # a Protocol class (typed as Automat does)
         self._core = core
         self._automat: TypeMachineBuilder[Any, Any] = TypeMachineBuilder(inputs, Operation)
@@ -257,8 +265,8 @@ class OperationBuilder(Generic[I, C]):
         if factory is None:
             automat = self._automat.state(name)
         else:
-            automat = self._automat.state(name, wrap_factory(factory, name, kind == "terminal"))
-        record = DeclaredState(name, kind, resources, automat, factory is not None)
+            automat = self._automat.state(name, wrap_factory(factory, name, kind))
+        record = DeclaredState(name, kind, resources, automat, factory)
         self._states[name] = record
         if factory is None:
             return State(self, record)
@@ -283,7 +291,11 @@ class OperationBuilder(Generic[I, C]):
         return input
 
     def _transition(
-        self, source: DeclaredState, input: Callable[..., Any], target: DeclaredState
+        self,
+        source: DeclaredState,
+        input: Callable[..., Any],
+        target: DeclaredState,
+        loop: bool = False,
     ) -> Transition[Any, Any]:
         if self._built:
             raise DefinitionError(f"{self.name}: cannot add transitions after build()")
@@ -302,14 +314,20 @@ class OperationBuilder(Generic[I, C]):
             if source.kind == "cleanup":
                 raise DefinitionError(
                     f"{self.name}: cleanup state {source.name!r} cannot define cancel: "
-                    "fsmcancel handles it there (a first cancel is a no-op, a further one forces)"
+                    "fsmcancel handles it there (the operation is already finishing)"
                 )
             if target.kind == "running":
                 raise DefinitionError(
                     f"{self.name}: cancel in {source.name!r} must lead to a cleanup or "
                     f"terminal state, not to running state {target.name!r}"
                 )
-        record = DeclaredTransition(source, name, target)
+        if source.kind == "cleanup" and target.kind == "running":
+            raise DefinitionError(
+                f"{self.name}: cleanup state {source.name!r} cannot lead back to running "
+                f"state {target.name!r} (upon {name!r}): a cancel ignored while winding "
+                "down would be lost"
+            )
+        record = DeclaredTransition(source, name, target, loop)
         self._transitions.append(record)
         return Transition(self, record, input)
 

@@ -1,20 +1,35 @@
 """
 Cancel: how a request to stop becomes cleanup, and how cleanup is forced.
 
-``op.completion.cancel()``, ``op.cancel(reason)`` and the machine's
-``cancel`` input are one request.  The first request in a running state is
-recognised there: its reason and state are recorded and the machine's own
-``cancel`` transition runs (to a cleanup or terminal state).  A first
-request in a cleanup or terminal state changes nothing: the operation is
-already finishing with its own outcome.  Any *further* request before
-completion forces it: pending asynchronous releases are cancelled (a child
-operation being released is forced in turn), resources still held are
-released, and the completion fires at once, with the outcome already decided
-if there is one, else ``OperationCancelled(forced=True)``.  Requests after
-completion do nothing.  None of them ever raises.
+``op.cancel(reason)``, ``op.completion.cancel()`` and the machine's
+``cancel`` input are one request:
 
-Owns: ``_cancel_requests``, ``_cancel_reason``, ``_cancel_state`` and
-``_forced``.
+- The first request in a running state is recognised there: its reason and
+  state are recorded and the machine's own ``cancel`` transition runs (to a
+  cleanup or terminal state).
+- A first request in a cleanup or terminal state changes nothing: the
+  operation is already finishing with its own outcome, as when you cancel a
+  Deferred that has fired.
+- Every further request is idempotent: it changes nothing.  Twisted code
+  cancels defensively and more than once (``addTimeout``,
+  ``DeferredList.cancel()``, a protocol's ``connectionLost``); none of that
+  may turn a polite cleanup into a forced one.  Twisted, Trio and asyncio
+  treat a repeated cancel the same way.
+
+Forcing is a deliberate act: ``op.force(reason)``, or the cleanup *grace*
+expiring (``grace=`` on the builder or per operation, 30 s by default,
+counted from the moment the operation starts winding down: it enters a
+cleanup state, or is finishing with releases still pending).  Forcing
+cancels pending asynchronous releases (a child operation being released is
+forced in turn), releases what is still held, and fires the completion at
+once, with the outcome already decided if there is one, else
+``OperationCancelled(forced=True)``.
+
+None of these ever raises, whatever the reason object is; requests after
+completion do nothing.
+
+Owns: ``_cancel_requests``, ``_cancel_reason``, ``_cancel_state``,
+``_forced``, ``_grace`` and ``_grace_timer``.
 """
 
 from __future__ import annotations
@@ -24,13 +39,25 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fsmcancel.core import _events
-from fsmcancel.core._errors import as_failure
+from fsmcancel.core._errors import as_failure, safe_text
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
     from twisted.python.failure import Failure
 
+    from fsmcancel.core._clock import ReactorTime
     from fsmcancel.core._factory import OperationFactory
     from fsmcancel.core._ledger import Resource
+
+#: The cleanup grace when neither the machine nor the operation sets one.
+DEFAULT_GRACE = 30.0
+
+
+def reason_text(reason: object) -> str | None:
+    """
+    A cancel reason as recorded: text, computed once, never raising.
+    """
+    return None if reason is None else safe_text(reason)
 
 
 class Cancelling:
@@ -46,8 +73,11 @@ class Cancelling:
         _cancel_reason: str | None
         _cancel_state: str | None
         _forced: bool
+        _grace: float | None
+        _grace_timer: IDelayedCall | None
         _busy: bool
         _done: bool
+        _debug: bool
         _finishing: bool
         _input: str
         _state: str
@@ -55,6 +85,7 @@ class Cancelling:
         _queue: deque[tuple[str, Callable[..., Any] | None, tuple[Any, ...], dict[str, Any]]] | None
         _factory: OperationFactory[Any, Any]
         _machine: Any
+        clock: ReactorTime
 
         @property
         def id(self) -> int: ...
@@ -80,35 +111,46 @@ class Cancelling:
         """
         Ask the operation to stop; ``reason`` says who asked and why.
 
-        Same as cancelling ``completion`` or feeding the ``cancel`` input: see
-        this module's docstring for what a first and a further request do.
-        Never raises.
+        Same as cancelling ``completion`` or feeding the ``cancel`` input: the
+        first request runs the machine's cancel transition, later ones change
+        nothing (see this module's docstring).  Never raises.
         """
-        self._request_cancel(reason)
+        self._request_cancel(reason_text(reason))
 
     def force(self, reason: str | None = None) -> None:
         """
-        Stop waiting for cleanup: cancel pending asynchronous releases (a
-        child operation being released is forced in turn), release what is
-        still held, and fire the completion now, with the outcome already
-        decided if there is one, else ``OperationCancelled(forced=True)``.
+        Stop waiting for cleanup: cancel first if nobody has, then cancel
+        pending asynchronous releases (a child operation being released is
+        forced in turn), release what is still held, and fire the completion
+        now, with the outcome already decided if there is one, else
+        ``OperationCancelled(forced=True)``.
 
         A deliberate call, for a shutdown whose grace period ran out.  Never
         raises; does nothing once the operation has completed.
         """
+        reason = reason_text(reason)
         if self._done:
             return
         if self._cancel_requests == 0:
             self._request_cancel(reason)
-        if not self._done:
-            self._cancel_requests = max(self._cancel_requests, 1)
-            self._request_cancel(reason)
+        if self._done:
+            return
+        if self._busy:
+            self._enqueue("cancel", None, (reason, True), {})
+            return
+        self._busy = True
+        self._input = "cancel"
+        self._force(reason)
+        if self._queue:
+            self._settle_transition()
+        self._busy = False
+        self._maybe_finish()
 
     def _request_cancel(self, reason: str | None) -> None:
         if self._done:
             return
         if self._busy:
-            self._enqueue("cancel", None, (reason,), {})
+            self._enqueue("cancel", None, (reason, False), {})
             return
         self._busy = True
         self._input = "cancel"
@@ -119,16 +161,20 @@ class Cancelling:
         if self._finishing:
             self._maybe_finish()
 
-    def _cancel_step(self, reason: str | None) -> None:
+    def _cancel_step(self, reason: str | None, force: bool = False) -> None:
         """
         Decide what one cancel request means now (see the module docstring).
         Runs while busy; never raises.
         """
         if self._done:
             return
+        if force:
+            self._force(reason)
+            return
         self._cancel_requests += 1
         if self._cancel_requests > 1:
-            self._force(reason)
+            if self._debug:
+                _events.cancel_repeated(self, reason)
             return
         if self._finishing or self._factory._kinds[self._state] != "running":
             _events.cancel(self, "cancel too late: already finishing", reason)
@@ -146,6 +192,8 @@ class Cancelling:
         Stop waiting for cleanup: release what is still held, cancel pending
         releases, and let the completion fire as soon as we are not busy.
         """
+        if self._done or self._forced:
+            return
         _events.cancel(self, "cancel forced", reason)
         self._forced = True
         if self._cancel_state is None:
@@ -154,3 +202,24 @@ class Cancelling:
         self._finishing = True
         self._release_held("forced")
         self._abandon_pending()
+
+    # -- the cleanup grace -------------------------------------------------
+
+    def _start_grace(self) -> None:
+        """
+        The operation has started winding down: force it if it is still not
+        done when the grace expires.  Idempotent.
+        """
+        if self._grace is None or self._grace_timer is not None or self._done:
+            return
+        self._grace_timer = self.clock.callLater(self._grace, self._grace_expired)
+
+    def _grace_expired(self) -> None:
+        self._grace_timer = None
+        _events.grace_expired(self, self._grace or 0.0)
+        self.force(f"cleanup grace of {self._grace:g}s expired")
+
+    def _stop_grace(self) -> None:
+        timer, self._grace_timer = self._grace_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()

@@ -11,15 +11,19 @@ neither the outcome nor a cleanup error is ever lost.
 
 Other parties call ``op.observe()``: each gets its own Deferred with the same
 outcome, after cleanup, so one observer's callbacks never change what another
-sees.  Cancelling an observer's Deferred only detaches that observer.
+sees.  Cancelling an observer's Deferred only detaches that observer.  The
+completion is delivered first, then the observers in the order they
+subscribed: the owner hears first (in nested operations, the child's own
+completion callbacks run before its parent's hear about it).
 
 Twisted errbacks a cancelled Deferred at once unless its canceller fires it.
 So the completion's canceller fires it into an inner Deferred that fires only
-when cleanup is done; a further cancel is forwarded there by Twisted, and so
-on: the completion cannot fire before cleanup, however often it is
-cancelled.
+when cleanup is done, whose canceller does the same, and so on: Twisted
+forwards each further cancel to the innermost one, so the completion absorbs
+any number of cancels and still fires only after cleanup, with the real
+outcome.
 
-Owns: ``completion``, ``_final`` (the inner Deferred), ``_observers``,
+Owns: ``completion``, ``_final`` (the innermost Deferred), ``_observers``,
 ``_outcome`` and ``_done``.
 """
 
@@ -36,6 +40,7 @@ from fsmcancel.core._errors import (
     OperationCancelled,
     OperationIncomplete,
     as_failure,
+    safe_text,
 )
 
 if TYPE_CHECKING:
@@ -80,6 +85,8 @@ class Completing:
         def state(self) -> str: ...
 
         def _request_cancel(self, reason: str | None) -> None: ...
+        def _start_grace(self) -> None: ...
+        def _stop_grace(self) -> None: ...
 
     @property
     def done(self) -> bool:
@@ -113,6 +120,11 @@ class Completing:
         Record the operation's result.  The completion fires with it once the
         machine reaches a terminal state and cleanup has finished.
         """
+        if isinstance(result, Deferred):
+            raise TypeError(
+                f"{self.name}: op.succeed() was given a Deferred in state {self._state!r}; "
+                "watch it (op.watch(d, inputs.got)) and succeed with its result"
+            )
         self._set_outcome(result)
 
     def fail(self, error: BaseException | Failure) -> None:
@@ -120,6 +132,11 @@ class Completing:
         Record the operation's failure; like ``succeed``, it is delivered when
         the machine reaches a terminal state and cleanup has finished.
         """
+        if not isinstance(error, (BaseException, Failure)):
+            raise TypeError(
+                f"{self.name}: op.fail() takes an exception or a Failure, not "
+                f"{type(error).__name__} {safe_text(error, repr)} (in state {self._state!r})"
+            )
         self._set_outcome(error if isinstance(error, Failure) else as_failure(error))
 
     def _set_outcome(self, outcome: object) -> None:
@@ -127,52 +144,56 @@ class Completing:
             raise RuntimeError(f"{self.name} has already completed")
         self._outcome = outcome
 
-    # -- the inner Deferred ------------------------------------------------
+    # -- the chain of inner Deferreds ----------------------------------------
 
-    def _completion_cancelled(self, completion: Deferred[Any]) -> None:
+    def _completion_cancelled(self, d: Deferred[Any]) -> None:
+        """
+        The canceller of the completion and of every inner Deferred: a cancel
+        request, then fire ``d`` ourselves so that Twisted does not errback it
+        with ``CancelledError`` before cleanup is done.
+        """
         self._request_cancel(None)
-        # Fire the completion ourselves so Twisted does not errback it before
-        # cleanup is done; _chain_final parks it on an inner Deferred until
-        # the real outcome is known.
-        if not completion.called:
-            completion.callback(None)
+        if not d.called:
+            d.callback(None)
 
-    def _chain_final(self, _: object) -> object:
+    def _park(self, _: object) -> object:
+        """
+        The callback on the completion and on every inner Deferred: the
+        outcome if there is one, else a new innermost Deferred to wait on.
+        """
         if self._done:
             return self._outcome
-        self._final = Deferred(self._final_cancelled)
-        return self._final
-
-    def _final_cancelled(self, final: Deferred[Any]) -> None:
-        self._request_cancel(None)
+        inner: Deferred[Any] = Deferred(self._completion_cancelled)
+        inner.addCallback(self._park)
+        self._final = inner
+        return inner
 
     # -- finishing ---------------------------------------------------------
 
     def _maybe_finish(self) -> None:
-        if self._finishing and not self._pending and not self._done:
+        if not self._finishing or self._done:
+            return
+        if self._pending:
+            self._start_grace()
+        else:
             self._finish()
 
     def _finish(self) -> None:
         result = self._compute_result()
         self._outcome = result
         self._done = True
+        self._stop_grace()
         if self._registry is not None:
             self._registry._remove(self.id)
         _events.completed(self, result, self._debug)
+        final = self._final if self._final is not None else self.completion
+        if not final.called:
+            final.callback(None)  # _park now returns the outcome
         observers, self._observers = self._observers, None
         # A copy: an observer's callback may cancel (detach) another one.
         for observer in list(observers or ()):
             if not observer.called:
                 self._deliver(observer)
-        final = self._final
-        if final is not None:
-            if not final.called:
-                if isinstance(result, Failure):
-                    final.errback(result)
-                else:
-                    final.callback(result)
-        elif not self.completion.called:
-            self.completion.callback(None)
 
     def _compute_result(self) -> object:
         """

@@ -60,6 +60,8 @@ class Dispatching:
         _queue: deque[Queued] | None
         _input: str
         _state: str
+        _from: str
+        _aborted: bool
         _entered_at: float
         _finishing: bool
         _done: bool
@@ -85,7 +87,8 @@ class Dispatching:
         def _maybe_finish(self) -> None: ...
         def _release_all(self, entries: list[Resource], why: str) -> None: ...
         def _release_held(self, why: str) -> None: ...
-        def _cancel_step(self, reason: str | None) -> None: ...
+        def _cancel_step(self, reason: str | None, force: bool = False) -> None: ...
+        def _start_grace(self) -> None: ...
 
     def _feed(
         self, name: str, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]
@@ -173,7 +176,7 @@ class Dispatching:
             name, method, args, kw = queue.popleft()
             self._input = name
             if method is None:
-                self._cancel_step(args[0])
+                self._cancel_step(*args)
             elif self._finishing:
                 _events.dropped(self, name, "the operation is finishing")
             else:
@@ -205,20 +208,26 @@ class Dispatching:
 
     # -- entering states ---------------------------------------------------
 
-    def _enter(self, new: str, terminal: bool) -> None:
+    def _enter(self, new: str, ending: int) -> None:
         """
         Called by the transition wrapper just before a state-changing
         behaviour runs: from now on acquisitions belong to ``new``.
+        ``ending`` is 1 for a cleanup state (the cleanup grace starts) and 2
+        for a terminal one (the operation is finishing).
         """
         now = self.clock.seconds()
         if self._trace:
             self._traced(new, now)
         self._leaving = self._scope if self._scope is not None else EMPTY
         self._scope = None
+        self._from = self._state
         self._state = new
         self._entered_at = now
-        if terminal:
-            self._finishing = True
+        if ending:
+            if ending == 2:
+                self._finishing = True
+            else:
+                self._start_grace()
 
     def _loop(self) -> None:
         """
@@ -243,10 +252,17 @@ class Dispatching:
     def _abort(self, failure: Failure) -> None:
         """
         A behaviour raised, or a watched call failed with nobody to handle
-        it: release everything and fail.
+        it: release everything and fail.  The first failure is the one
+        reported; a later one (a behaviour that raised because its call had
+        already failed, say) is logged and does not replace it.
         """
-        _events.failed(self, self._state, failure)
-        self._outcome = failure
+        if self._aborted:
+            _events.failed_again(self, failure)
+        else:
+            state = self._from if self._leaving is not None else self._state
+            _events.failed(self, state, failure)
+            self._aborted = True
+            self._outcome = failure
         self._finishing = True
         was_busy, self._busy = self._busy, True
         self._release_held("failure")

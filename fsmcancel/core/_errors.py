@@ -8,7 +8,7 @@ fsmcancel is built to understand it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
@@ -76,8 +76,9 @@ class OperationCancelled(CancelledError):
     the cancel was recognised.
 
     ``cleanup_errors`` holds every failure raised while releasing resources;
-    they are also logged.  ``forced`` is true when a further ``cancel()``
-    stopped waiting for asynchronous cleanup.
+    they are also logged.  ``forced`` is true when fsmcancel stopped waiting
+    for asynchronous cleanup: ``op.force()`` was called, or the cleanup
+    grace period expired.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class OperationCancelled(CancelledError):
         if self.reason is not None:
             text += f": {self.reason}"
         if self.forced:
-            text += " (cleanup forced by a further cancel)"
+            text += " (cleanup forced)"
         if self.cleanup_errors:
             text += f"; {len(self.cleanup_errors)} cleanup error(s): " + "; ".join(
                 _describe(f) for f in self.cleanup_errors
@@ -133,7 +134,7 @@ class CleanupFailed(Exception):
         if isinstance(self.outcome, Failure):
             what = f"failed with {_describe(self.outcome)}"
         else:
-            what = f"produced {self.outcome!r}"
+            what = f"produced {safe_text(self.outcome, repr)}"
         errors = "; ".join(_describe(f) for f in self.errors)
         return f"{self.operation} {what}, then cleanup failed: {errors}"
 
@@ -152,7 +153,24 @@ class OperationIncomplete(Exception):
 
 
 def _describe(failure: Failure) -> str:
-    return f"{type(failure.value).__name__}: {failure.value}"
+    return f"{type(failure.value).__name__}: {safe_text(failure.value)}"
+
+
+def safe_text(obj: object, render: Callable[[object], str] = str) -> str:
+    """
+    ``str(obj)`` (or ``render(obj)``) that cannot raise.
+
+    Reasons, results and exceptions come from user code, and their
+    ``__str__`` may fail; an error message, a log event or a cancel must
+    never fail because of that (a cancel that raised half-way would leave
+    the operation unable to complete).
+    """
+    if type(obj) is str and render is str:
+        return obj
+    try:
+        return render(obj)
+    except Exception:
+        return f"<{type(obj).__qualname__} object at {id(obj):#x} (unprintable)>"
 
 
 def as_failure(error: BaseException | None = None) -> Failure:

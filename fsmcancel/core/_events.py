@@ -11,20 +11,43 @@ Per-transition and per-release events are debug events.  Even a filtered-out
 structlog call costs about a third of a transition, so whether debug events
 are wanted is asked once, when an operation is created (`debug_enabled`), and
 the hot path tests a plain attribute instead of calling the logger.
+
+A library is quiet unless the application asks it to speak.  structlog's
+unconfigured default prints every level to stdout, which would make each
+operation print a line per transition in a program that never asked for
+logging.  So until the application configures structlog, fsmcancel keeps
+to warnings and errors (a cleanup error, an input dropped), on stderr, and
+emits nothing below: no debug events are even produced.  Configuring
+structlog (``structlog.configure(...)``) hands every event to the
+application's configuration, filtering included.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+import sys
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from twisted.python.failure import Failure
+
+from fsmcancel.core._errors import OperationCancelled, safe_text
 
 if TYPE_CHECKING:
     from fsmcancel.core._ledger import Resource
 
 _LOG = structlog.get_logger("fsmcancel")
+_WARNINGS_ONLY = structlog.make_filtering_bound_logger(logging.WARNING)
+
+
+def _logger() -> Any:
+    """
+    The application's structlog configuration, or, while it has none, a
+    logger that drops everything below WARNING and writes to stderr.
+    """
+    if structlog.is_configured():
+        return _LOG
+    return structlog.wrap_logger(structlog.PrintLogger(sys.stderr), wrapper_class=_WARNINGS_ONLY)
 
 
 class Subject(Protocol):
@@ -42,15 +65,18 @@ class Subject(Protocol):
 
 def debug_enabled() -> bool:
     """
-    Is the ``fsmcancel`` logger enabled for debug events right now?
+    Is the ``fsmcancel`` logger enabled for debug events right now?  Never
+    while structlog is unconfigured.
     """
+    if not structlog.is_configured():
+        return False
     logger = _LOG.bind()
     check = getattr(logger, "is_enabled_for", None)
     return True if check is None else bool(check(logging.DEBUG))
 
 
 def transition(op: Subject, old: str, input: str, new: str, seconds: float) -> None:
-    _LOG.debug(
+    _logger().debug(
         "transition",
         op=op.id,
         machine=op.machine,
@@ -62,7 +88,7 @@ def transition(op: Subject, old: str, input: str, new: str, seconds: float) -> N
 
 
 def release(op: Subject, entry: Resource, why: str) -> None:
-    _LOG.debug(
+    _logger().debug(
         "release",
         op=op.id,
         machine=op.machine,
@@ -73,7 +99,7 @@ def release(op: Subject, entry: Resource, why: str) -> None:
 
 
 def dropped(op: Subject, input: str, detail: str) -> None:
-    _LOG.warning(
+    _logger().warning(
         "unexpected input ignored",
         op=op.id,
         machine=op.machine,
@@ -87,31 +113,57 @@ def cancel(op: Subject, event: str, reason: str | None) -> None:
     """
     ``cancel``, ``cancel too late: already finishing`` or ``cancel forced``.
     """
-    _LOG.info(event, op=op.id, machine=op.machine, state=op.state, reason=reason)
+    _logger().info(event, op=op.id, machine=op.machine, state=op.state, reason=reason)
+
+
+def cancel_repeated(op: Subject, reason: str | None) -> None:
+    _logger().debug(
+        "cancel repeated: nothing to do",
+        op=op.id,
+        machine=op.machine,
+        state=op.state,
+        reason=reason,
+    )
+
+
+def grace_expired(op: Subject, grace: float) -> None:
+    _logger().warning(
+        "cleanup grace expired", op=op.id, machine=op.machine, state=op.state, grace=grace
+    )
 
 
 def abandoned(op: Subject, entry: Resource) -> None:
-    _LOG.warning("release abandoned", op=op.id, machine=op.machine, resource=entry.describe())
+    _logger().warning("release abandoned", op=op.id, machine=op.machine, resource=entry.describe())
 
 
 def failed(op: Subject, state: str, failure: Failure) -> None:
-    _LOG.info(
+    _logger().info(
         "operation failed",
         op=op.id,
         machine=op.machine,
         state=state,
-        error=repr(failure.value),
+        error=safe_text(failure.value, repr),
+    )
+
+
+def failed_again(op: Subject, failure: Failure) -> None:
+    _logger().warning(
+        "error after failure",
+        op=op.id,
+        machine=op.machine,
+        state=op.state,
+        error=safe_text(failure.value, repr),
     )
 
 
 def cleanup_error(op: Subject, failure: Failure, entry: Resource, detail: str = "") -> None:
-    _LOG.error(
+    _logger().error(
         "cleanup error",
         op=op.id,
         machine=op.machine,
         state=entry.owner,
         resource=entry.describe(),
-        error=repr(failure.value),
+        error=safe_text(failure.value, repr),
         detail=detail,
         exc_info=(type(failure.value), failure.value, failure.getTracebackObject()),  # type: ignore[no-untyped-call]
     )
@@ -120,16 +172,14 @@ def cleanup_error(op: Subject, failure: Failure, entry: Resource, detail: str = 
 def completed(op: Subject, result: object, debug: bool) -> None:
     if not isinstance(result, Failure):
         if debug:
-            _LOG.debug("completed", op=op.id, machine=op.machine, state=op.state)
+            _logger().debug("completed", op=op.id, machine=op.machine, state=op.state)
         return
-    from fsmcancel.core._errors import OperationCancelled
-
     outcome = "cancelled" if isinstance(result.value, OperationCancelled) else "failed"
-    _LOG.info(
+    _logger().info(
         "completed",
         op=op.id,
         machine=op.machine,
         state=op.state,
         outcome=outcome,
-        error=str(result.value),
+        error=safe_text(result.value),
     )

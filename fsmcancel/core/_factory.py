@@ -11,13 +11,16 @@ so its common case is inlined here rather than calling into the operation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from inspect import signature
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from automat import NoTransition
 
+from fsmcancel.core._cancel import reason_text
 from fsmcancel.core._clock import ReactorTime, default_clock
+from fsmcancel.core._errors import safe_text
 from fsmcancel.core._operation import Operation
 from fsmcancel.core._registry import Registry
 from fsmcancel.core._spec import MachineSpec, StateKind
@@ -70,8 +73,11 @@ class _InputsBase:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        op = self._op
         inputs = ", ".join(sorted(n for n in dir(type(self)) if not n.startswith("_")))
-        raise AttributeError(f"{self._op.name} has no input {name!r}; its inputs are: {inputs}")
+        raise AttributeError(
+            f"{op.name}: no input {name!r} (in state {op.state!r}); its inputs are: {inputs}"
+        )
 
 
 def _input_method(
@@ -127,8 +133,18 @@ def _input_method(
     return feed
 
 
-def _cancel_method(self: _InputsBase, reason: str | None = None) -> None:
-    self._op._request_cancel(reason)
+def _cancel_method(self: _InputsBase, *args: object, **kw: object) -> None:
+    """
+    ``op.inputs.cancel(reason=None)``: the same request as ``op.cancel``.
+    """
+    op = self._op
+    if len(args) + len(kw) > 1 or kw.keys() - {"reason"}:
+        given = ", ".join([*(safe_text(a, repr) for a in args), *(f"{k}=..." for k in kw)])
+        raise TypeError(
+            f"{op.name}: input 'cancel' in state {op.state!r} takes one optional "
+            f"argument, reason; got ({given})"
+        )
+    op._request_cancel(reason_text(args[0] if args else kw.get("reason")))
 
 
 class OperationFactory(Generic[I, C]):
@@ -141,6 +157,7 @@ class OperationFactory(Generic[I, C]):
     def __init__(self, builder: OperationBuilder[I, C], spec: MachineSpec, automat: Any) -> None:
         self.name = builder.name
         self.unexpected = builder.unexpected
+        self.grace = builder.grace
         self.spec = spec
         index_transitions(automat)
         self._automat = automat
@@ -171,14 +188,31 @@ class OperationFactory(Generic[I, C]):
         *,
         clock: ReactorTime | None = None,
         registry: Registry | None = None,
+        grace: float | Literal["machine"] | None = "machine",
     ) -> Operation[I, C]:
         """
         Start an operation in the initial state.
 
         ``clock`` defaults to the global reactor; ``registry``, if given,
-        lists the operation (weakly) until it completes.
+        lists the operation (weakly) until it completes; ``grace`` overrides
+        the machine's cleanup grace for this operation (seconds, or ``None``
+        to wait for cleanup forever).
         """
-        return Operation(self, core, default_clock() if clock is None else clock, registry)
+        grace = self.grace if grace == "machine" else check_grace(f"{self.name}: grace", grace)
+        return Operation(self, core, default_clock() if clock is None else clock, registry, grace)
 
     def __repr__(self) -> str:
         return f"<OperationFactory {self.name}>"
+
+
+def check_grace(what: str, grace: object) -> float | None:
+    """
+    A cleanup grace: ``None`` or a finite number of seconds >= 0.
+    """
+    if grace is None:
+        return None
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {grace!r}")
+    if not math.isfinite(grace) or grace < 0:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, not {grace!r}")
+    return float(grace)

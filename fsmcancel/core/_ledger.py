@@ -81,6 +81,8 @@ class Ledger:
         _cleanup_errors: list[Failure] | None
         _state: str
         _finishing: bool
+        _aborted: bool
+        _forced: bool
         _busy: bool
         _done: bool
         _debug: bool
@@ -194,21 +196,42 @@ class Ledger:
         self._acquire(Resource(call, default_release(call), None))  # type: ignore[arg-type]
         return call
 
-    def hand_over(self, resource: T) -> T:
+    def hand_over(self, resource: T, *more: object) -> T:
         """
-        Keep ``resource`` alive across the transition that is running: it
-        moves from the state being left to the state being entered.
+        Keep ``resource`` (and ``more``) alive across the transition that is
+        running: they move from the state being left to the state being
+        entered.  All or nothing: if one of them is not owned by the state
+        being left, nothing moves.  Returns ``resource``.
         """
-        leaving = self._leaving
-        if leaving:
-            for entry in leaving:
-                if entry.obj is resource:
-                    leaving.remove(entry)
-                    self._acquire(entry)
-                    return resource
-        raise ValueError(
-            f"{self.name}: {resource!r} is not owned by the state being left "
-            f"(hand_over only works inside a transition that leaves its owner)"
+        leaving = self._leaving or []
+        entries = []
+        for thing in (resource, *more):
+            entry = next((e for e in leaving if e.obj is thing), None)
+            if entry is None:
+                raise ValueError(
+                    f"{self.name}: {thing!r} is not owned by the state being left "
+                    "(hand_over only works inside a transition that leaves its owner)"
+                )
+            entries.append(entry)
+        for entry in entries:
+            leaving.remove(entry)
+            self._acquire(entry)
+        return resource
+
+    def resource(self, name: str) -> Any:
+        """
+        The object the current state holds under ``name`` (the newest, if
+        several have it), for ``release`` or ``hand_over``.  During a
+        transition, what the state being left holds is found too.
+        """
+        for scope in (self._scope, self._leaving):
+            for entry in reversed(scope or ()):
+                if entry.describe() == name:
+                    return entry.obj
+        held = [e.describe() for e in (*(self._scope or ()), *(self._leaving or ()))]
+        raise KeyError(
+            f"{self.name}: state {self._state!r} holds no resource named {name!r}; "
+            f"it holds: {', '.join(held) or 'nothing'}"
         )
 
     def release(self, resource: object) -> None:
@@ -231,12 +254,21 @@ class Ledger:
         return tuple(r.describe() for r in self._scope or ())
 
     def _acquire(self, entry: Resource) -> Resource:
-        if self._finishing:
-            raise RuntimeError(
-                f"{self.name}: cannot acquire {entry.describe()} in state {self._state!r}: "
-                "the operation is finishing and terminal states own nothing"
-            )
         entry.owner = self._state
+        if self._finishing:
+            # Nothing may be held once the operation is finishing, but what a
+            # behaviour acquires must still be released.  After a failure or
+            # a force that is the ordinary "start a call, then arm its timer"
+            # whose call had already failed: release it and carry on, so the
+            # first error stays the one reported.  On the way to a terminal
+            # state it is a mistake in the machine: release it, then say so.
+            self._release_all([entry], "acquired while finishing")
+            if self._aborted or self._forced:
+                return entry
+            raise RuntimeError(
+                f"{self.name}: cannot acquire {entry.describe()} on the way to terminal "
+                f"state {self._state!r}: terminal states own nothing (it was released)"
+            )
         if self._scope is None:
             self._scope = [entry]
         else:

@@ -32,6 +32,8 @@ from fsmcancel.core._dispatch import Dispatching, Queued
 from fsmcancel.core._ledger import Ledger, Resource
 
 if TYPE_CHECKING:
+    from twisted.internet.interfaces import IDelayedCall
+
     from fsmcancel.core._clock import ReactorTime
     from fsmcancel.core._factory import OperationFactory
     from fsmcancel.core._registry import Registry
@@ -68,6 +70,7 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
 
     __slots__ = (
         "__weakref__",
+        "_aborted",
         "_busy",
         "_cancel_reason",
         "_cancel_requests",
@@ -80,6 +83,9 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         "_final",
         "_finishing",
         "_forced",
+        "_from",
+        "_grace",
+        "_grace_timer",
         "_history",
         "_input",
         "_leaving",
@@ -105,6 +111,7 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         core: C,
         clock: ReactorTime,
         registry: Registry | None,
+        grace: float | None,
     ) -> None:
         self._factory = factory
         self.core: C = core
@@ -112,6 +119,8 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         self.id: int = next(_ids)
         # Dispatching
         self._state: str = factory.spec.initial
+        self._from = self._state
+        self._aborted = False
         self._entered_at: float = clock.seconds()
         self._queue: deque[Queued] | None = None
         self._busy = False
@@ -126,6 +135,8 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         self._cancel_reason: str | None = None
         self._cancel_state: str | None = None
         self._forced = False
+        self._grace = grace
+        self._grace_timer: IDelayedCall | None = None
         # Completing
         self._finishing = False
         self._done = False
@@ -140,7 +151,7 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         self.inputs: I = factory._inputs_type(self)
         self._machine: Any = factory._automat(self)
         self.completion: Deferred[Any] = Deferred(self._completion_cancelled)
-        self.completion.addCallback(self._chain_final)
+        self.completion.addCallback(self._park)
         self._registry = registry
         if registry is not None:
             registry._add(self)

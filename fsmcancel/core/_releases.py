@@ -11,6 +11,8 @@ as an "Unhandled error in Deferred".
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +35,13 @@ Release = Callable[[Any], object]
 
 # Failures that only report that we cancelled or closed the thing ourselves.
 # DNSLookupError is here because HostnameEndpoint turns a cancelled connect
-# into one (Twisted #9696); only Deferreds we cancelled are judged by this.
-_CANCELLATION = (
+# into one (Twisted #9696); asyncio's and concurrent.futures' CancelledError
+# because a cancelled ``Deferred.fromFuture`` fails with them.  Only
+# Deferreds we cancelled are judged by this.
+_CANCELLATION: tuple[type[BaseException], ...] = (
     CancelledError,
+    asyncio.CancelledError,
+    concurrent.futures.CancelledError,
     ConnectingCancelledError,
     ConnectionAborted,
     ConnectionDone,
@@ -121,14 +127,15 @@ def release_operation(child: Operation[Any, Any]) -> Deferred[None]:
     """
     Cancel a child operation and wait until it has finished cleaning up.
 
-    Cancelling the wait (the owner is being forced) forwards a further
-    cancel to the child, which forces it in turn: as Twisted forwards a
-    cancel to the Deferred a cancelled one is waiting on.  Only the child's
-    cleanup errors become ours; the child's own outcome was abandoned with
-    it (the child logs its completion).
+    If the child is already winding down (its protocol cancelled it, say),
+    the cancel changes nothing and we wait for the cleanup it is doing.
+    Cancelling the wait (the owner is being forced) forces the child in
+    turn, as Twisted forwards a cancel to the Deferred a cancelled one is
+    waiting on.  Only the child's cleanup errors become ours; the child's own
+    outcome was abandoned with it (the child logs its completion).
     """
     child.cancel(f"owner left the state that owned {child.name}")
-    settled: Deferred[None] = Deferred(lambda _: child.cancel("owner forced its cleanup"))
+    settled: Deferred[None] = Deferred(lambda _: child.force("its owner was forced"))
     child.observe().addBoth(_settle_child, child).addBoth(_fire, settled)
     return settled
 

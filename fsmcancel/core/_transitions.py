@@ -38,28 +38,41 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: What entering a state of each kind means, as the wrappers pass it to
+#: ``Operation._enter`` (an int: this runs on every transition).
+ENDING: dict[StateKind, int] = {"running": 0, "cleanup": 1, "terminal": 2}
+
+
 @dataclass
 class DeclaredState:
     """
-    A state as declared, with the Automat state that implements it.
+    A state as declared, with the Automat state that implements it and, for
+    a data state, the user's data factory.
     """
 
     name: str
     kind: StateKind
     resources: tuple[str, ...]
     automat: Any
-    data: bool
+    factory: Callable[..., Any] | None
+
+    @property
+    def data(self) -> bool:
+        return self.factory is not None
 
 
 @dataclass
 class DeclaredTransition:
     """
-    A transition as declared; ``done`` once it has a behaviour.
+    A transition as declared; ``done`` once it has a behaviour.  ``loop``
+    distinguishes ``.loop()`` (stay) from ``.to(itself)`` (leave and
+    re-enter).
     """
 
     source: DeclaredState
     input: str
     target: DeclaredState
+    loop: bool = False
     output: str | None = None
     done: bool = False
 
@@ -104,40 +117,66 @@ class Transition(Generic[P, R]):
         record.done = True
         record.output = output
         source, target = record.source, record.target
-        automat_target = target.automat
-        wrapped = wrap_behaviour(behaviour, source, target)
+        wrapped = wrap_behaviour(behaviour, source, target, record.loop)
         upon = source.automat.upon(self._input)
-        registrar = upon.loop() if source is target else upon.to(automat_target)
+        # Automat's own ``.to(itself)`` neither leaves nor rebuilds data, so
+        # both stay-kinds are Automat loops; the wrapper does the re-entry.
+        registrar = upon.loop() if source is target else upon.to(target.automat)
         registrar(wrapped)
 
 
 def wrap_behaviour(
-    behaviour: Callable[..., Any], source: DeclaredState, target: DeclaredState
+    behaviour: Callable[..., Any], source: DeclaredState, target: DeclaredState, loop: bool
 ) -> Callable[..., Any]:
     """
     The function Automat actually calls for one transition.
 
     Which bookkeeping a transition needs is known when it is declared, so
-    each variant does only its own: a loop does nothing extra; a move tells
-    the operation which state it enters (unless the target's data factory
-    already did); leaving a data state for a plain one drops the old data,
-    which Automat would otherwise keep alive.
+    each variant does only its own:
+
+    - a loop only traces itself (when transitions are traced);
+    - a move announces the state it enters, unless the target is another
+      data state, whose factory (run by Automat first) already did; leaving a
+      data state for a plain one drops the old data, which Automat would
+      otherwise keep alive;
+    - ``.to(itself)`` is a move too: the state's resources are released and,
+      for a data state, its data is rebuilt, as on any entry (Automat itself
+      would do neither).
 
     Automat checks a data state's data against the annotation of the third
     parameter of the function it calls, hence the explicit ``data: object``.
     """
-    new, terminal = target.name, target.kind == "terminal"
-    enters = source is not target and not target.data
+    new, ending = target.name, ENDING[target.kind]
+    if loop:
+        if source.data:
+
+            def stay_with_data(
+                _machine: Any, op: Operation[Any, Any], data: object, *args: Any, **kw: Any
+            ) -> Any:
+                if op._trace:
+                    op._loop()
+                return behaviour(op.inputs, op, data, *args, **kw)
+
+            return stay_with_data
+
+        def stay(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
+            if op._trace:
+                op._loop()
+            return behaviour(op.inputs, op, *args, **kw)
+
+        return stay
+    announce = not target.data or source is target
+    rebuild = target.factory if source is target else None
+    drops = source.data and not target.data
     if source.data:
-        drops = enters
 
         def from_data(
             machine: Any, op: Operation[Any, Any], data: object, *args: Any, **kw: Any
         ) -> Any:
-            if enters:
-                op._enter(new, terminal)
-            elif op._trace and source is target:
-                op._loop()
+            if announce:
+                op._enter(new, ending)
+            if rebuild is not None:
+                machine.__automat_data__ = rebuild(op.inputs, op, *args, **kw)
             try:
                 return behaviour(op.inputs, op, data, *args, **kw)
             finally:
@@ -145,25 +184,29 @@ def wrap_behaviour(
                     machine.__automat_data__ = None
 
         return from_data
-    if enters:
+    if announce:
 
         def move(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
-            op._enter(new, terminal)
+            op._enter(new, ending)
             return behaviour(op.inputs, op, *args, **kw)
 
         return move
 
-    def stay(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
-        if op._trace:
-            op._loop()
+    def into_data(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
         return behaviour(op.inputs, op, *args, **kw)
 
-    return stay
+    return into_data
 
 
-def wrap_factory(factory: Callable[..., Any], name: str, terminal: bool) -> Callable[..., Any]:
+def wrap_factory(factory: Callable[..., Any], name: str, kind: StateKind) -> Callable[..., Any]:
+    """
+    The data factory Automat runs on entering data state ``name`` (before the
+    transition's behaviour): it announces the entry, then builds the data.
+    """
+    ending = ENDING[kind]
+
     def enter_data_state(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
-        op._enter(name, terminal)
+        op._enter(name, ending)
         return factory(op.inputs, op, *args, **kw)
 
     enter_data_state.__name__ = getattr(factory, "__name__", "factory")
