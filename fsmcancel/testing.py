@@ -9,7 +9,10 @@ there under a ``task.Clock``, cancels it, and checks fsmcancel's promises:
 - the completion fires exactly once;
 - by then the operation holds nothing and no timer is left on the clock;
 - a cleanup that waits on something is not cut short by a repeated cancel,
-  and is forced by ``op.force()``.
+  and is forced by ``op.force()``;
+- every resource a state acquired on the way is one it declares
+  (``resources=`` or ``children=``), so its diagram tells the truth
+  (``check_resources=False`` to skip this).
 
 ``check`` returns what the completion fired with, so a test can also assert
 the outcome (usually ``OperationCancelled``; a cancel transition may choose
@@ -82,6 +85,7 @@ class CancelCase:
         *,
         feed: Feed | None = None,
         settle: Callable[[Operation[Any, Any]], object] | None = None,
+        check_resources: bool = True,
     ) -> object:
         """
         Run the case; raise ``AssertionError`` naming the state and path on
@@ -90,6 +94,7 @@ class CancelCase:
         """
         clock = Clock()
         op = self.factory(core(), clock=clock)
+        op._trace = op._trace or check_resources  # checks declarations as it goes
         fired: list[object] = []
         op.completion.addBoth(_record, fired)
         feed = feed or _feed_no_arguments
@@ -119,6 +124,11 @@ class CancelCase:
         leftover = [c for c in clock.getDelayedCalls() if cast(DelayedCall, c).active()]
         if leftover:
             raise AssertionError(f"{where}: timers left armed: {leftover}")
+        if check_resources and op.undeclared_resources:
+            found = ", ".join(f"{r!r} in {s!r}" for s, r in dict.fromkeys(op.undeclared_resources))
+            raise AssertionError(
+                f"{where}: acquired without declaring it (resources=/children=): {found}"
+            )
         return fired[0]
 
 

@@ -88,7 +88,7 @@ def call_factory(grace: float | None = 30.0) -> OperationFactory[Call, CallCore]
         op.own(object(), lambda _: op.core.released.append("attempt"), name="attempt")
         return op.core.entered
 
-    waiting = b.state("waiting", attempt, resources=["call", "timer", "attempt", "thing"])
+    waiting = b.state("waiting", attempt, resources=["call", "DelayedCall", "attempt", "thing"])
     done = b.terminal_state("done")
 
     @idle.upon(Call.start).to(waiting)

@@ -75,7 +75,7 @@ def tracked(op: Operation[Any, Core], name: str) -> None:
 def download_factory(unexpected: Any = "raise") -> OperationFactory[Download, Core]:
     b = OperationBuilder(Download, Core, name="download", unexpected=unexpected)
     idle = b.state("idle")
-    receiving = b.state("receiving", resources=["request", "buffer", "timer"])
+    receiving = b.state("receiving", resources=["request", "buffer", "Deferred", "DelayedCall"])
     closing = b.cleanup_state("closing", resources=["connection"])
     done = b.terminal_state("done")
 

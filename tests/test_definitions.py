@@ -67,7 +67,7 @@ def test_terminal_states_have_no_transitions_or_resources() -> None:
     # definition assembled another way is still refused.
     b2 = builder()
     a = b2.state("a")
-    socket_owner = b2._state("end", "terminal", None, ["socket"])
+    socket_owner = b2._state("end", "terminal", None, ["socket"], ())
     a.upon(Job.cancel).to(socket_owner).returns(None)
     with pytest.raises(DefinitionError, match="terminal states cannot own resources: end"):
         b2.build()

@@ -10,7 +10,13 @@ from typing import Any, Protocol
 import pytest
 from twisted.python.failure import Failure
 
-from fsmcancel import Cancellable, Operation, OperationBuilder, OperationCancelled
+from fsmcancel import (
+    Cancellable,
+    DefinitionError,
+    Operation,
+    OperationBuilder,
+    OperationCancelled,
+)
 from fsmcancel.testing import CancelCase, cancel_cases, fire_pending, shortest_paths
 from tests.test_core import Core, download_factory
 
@@ -88,3 +94,68 @@ def test_paths_skip_cancel_and_unreachable_without_cancel() -> None:
     paths = shortest_paths(spec)
     assert set(paths) == {"idle", "receiving", "closing", "done"}
     assert all(not t.is_cancel for path in paths.values() for t in path)
+
+
+class Db(Cancellable, Protocol):
+    def open(self) -> None: ...
+
+
+def mislabelled_factory() -> Any:
+    """
+    A state that declares "a database handle" but owns a socket and a timer.
+    """
+    b = OperationBuilder(Db, object, name="mislabelled")
+    idle = b.state("idle")
+    working = b.state("working", resources=["database handle"])
+    end = b.terminal_state("end")
+
+    @idle.upon(Db.open).to(working)
+    def open_(inputs: Db, op: Operation[Db, object]) -> None:
+        op.own(object(), lambda _: None, name="socket")
+        op.call_later(5, lambda: None)
+
+    (idle | working).upon(Db.cancel).to(end).returns(None)
+    return b.build()
+
+
+def test_undeclared_resources_are_reported() -> None:
+    case = next(c for c in cancel_cases(mislabelled_factory()) if c.state == "working")
+    with pytest.raises(
+        AssertionError,
+        match=r"mislabelled:working .*acquired without declaring it .*"
+        r"'socket' in 'working', 'DelayedCall' in 'working'",
+    ):
+        case.check(object)
+    case.check(object, check_resources=False)  # everything else holds
+
+
+def test_undeclared_resources_are_a_debug_warning() -> None:
+    import logging
+
+    import structlog
+    from structlog.testing import capture_logs
+    from twisted.internet.task import Clock
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    with capture_logs() as logs:
+        op = mislabelled_factory()(object(), clock=Clock())
+        op.inputs.open()
+    warnings = [e for e in logs if e["event"] == "undeclared resource"]
+    assert [(e["state"], e["resource"], e["declared"]) for e in warnings] == [
+        ("working", "socket", ["database handle"]),
+        ("working", "DelayedCall", ["database handle"]),
+    ]
+    assert op.undeclared_resources == (("working", "socket"), ("working", "DelayedCall"))
+    op.completion.addErrback(lambda f: None)
+    op.cancel()
+
+
+def test_an_async_data_factory_is_refused() -> None:
+    b = OperationBuilder(Db, object, name="asyncy")
+    b.state("idle")
+
+    async def load(inputs: Db, op: Operation[Db, object]) -> int:
+        return 1
+
+    with pytest.raises(DefinitionError, match=r"asyncy: data factory of state 'w' .* is async def"):
+        b.state("w", load)

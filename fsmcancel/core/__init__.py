@@ -9,24 +9,27 @@ semantics:
    terminal states; transitions).
 2. ``_builder``: declaring a machine (Automat's typed builder, plus state
    kinds and resources).
-3. ``_transitions``: what runs on a transition, around your behaviour.
-4. ``_checks``: what ``build()`` refuses.
-5. ``_factory``: starting operations; the input methods.
-6. ``_operation``: an operation, and the fields each concept owns.
-7. ``_dispatch``: run to completion; whose mistake an error is.
-8. ``_ledger``: states own resources; releasing them.
-9. ``_releases``: how each kind of resource is released, and which failures
-   only report our own cancellation.
-10. ``_cancel``: cancel and force.
-11. ``_completion``: the one completion, observers, and the outcome with its
+3. ``_states``: the handles it is written with: ``state.upon(x).to(y)``,
+   guards, several states at once.
+4. ``_transitions``: what runs on a transition, around your behaviour.
+5. ``_guards``: several transitions on one input, chosen by conditions.
+6. ``_checks``: what ``build()`` refuses.
+7. ``_factory``: starting operations; the input methods.
+8. ``_operation``: an operation, and the fields each concept owns.
+9. ``_dispatch``: run to completion; whose mistake an error is.
+10. ``_ledger``: states own resources; releasing them.
+11. ``_releases``: how each kind of resource is released, and which failures
+    only report our own cancellation.
+12. ``_cancel``: cancel and force.
+13. ``_completion``: the one completion, observers, and the outcome with its
     cleanup errors.
-12. ``_errors``: the exceptions, each naming what was wrong.
-13. ``_events``: the structlog events.
-14. ``_registry``: the live operations, for an inspector.
-15. ``_clock``: the injected clock.
+14. ``_errors``: the exceptions, each naming what was wrong.
+15. ``_events``: the structlog events.
+16. ``_registry``: the live operations, for an inspector.
+17. ``_clock``: the injected clock.
 """
 
-from fsmcancel.core._builder import Cancellable, DataState, OperationBuilder, State
+from fsmcancel.core._builder import Cancellable, OperationBuilder
 from fsmcancel.core._clock import ReactorTime
 from fsmcancel.core._errors import (
     CleanupFailed,
@@ -40,6 +43,7 @@ from fsmcancel.core._factory import OperationFactory
 from fsmcancel.core._operation import Operation, TransitionRecord
 from fsmcancel.core._registry import Registry
 from fsmcancel.core._spec import MachineSpec, StateKind, StateSpec, TransitionSpec
+from fsmcancel.core._states import DataState, State, States
 
 __all__ = [
     "Cancellable",
@@ -58,6 +62,7 @@ __all__ = [
     "State",
     "StateKind",
     "StateSpec",
+    "States",
     "TransitionRecord",
     "TransitionSpec",
     "UnexpectedInput",

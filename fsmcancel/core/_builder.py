@@ -23,24 +23,31 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, cast, overload
 
 from automat import TypeMachineBuilder
+from typing_extensions import TypeVar
 
 from fsmcancel.core._cancel import DEFAULT_GRACE
-from fsmcancel.core._checks import check_inputs, check_structure
+from fsmcancel.core._checks import check_guards, check_inputs, check_structure
 from fsmcancel.core._errors import DefinitionError
 from fsmcancel.core._factory import OperationFactory, check_grace
+from fsmcancel.core._guards import SyntheticInputs
 from fsmcancel.core._operation import Operation
 from fsmcancel.core._spec import MachineSpec, StateKind, StateSpec, TransitionSpec
-from fsmcancel.core._transitions import DeclaredState, DeclaredTransition, Transition, wrap_factory
+from fsmcancel.core._states import DataState, State
+from fsmcancel.core._transitions import (
+    DeclaredState,
+    DeclaredTransition,
+    Transition,
+    refuse_async,
+    wrap_factory,
+)
 
 I = TypeVar("I")  # noqa: E741
 C = TypeVar("C")
+T = TypeVar("T", default=Any)
 D = TypeVar("D")
-R = TypeVar("R")
-P = ParamSpec("P")
 FP = ParamSpec("FP")
 
 
@@ -59,80 +66,10 @@ class Cancellable(Protocol):
         """
 
 
-class Upon(Generic[I, C, P, R]):
-    def __init__(
-        self, state: State[I, C] | DataState[I, C, Any, Any], input: Callable[..., Any]
-    ) -> None:
-        self._state = state
-        self._input = input
-
-    def to(
-        self, target: State[I, C] | DataState[I, C, Any, P]
-    ) -> Transition[Concatenate[I, Operation[I, C], P], R]:
-        """
-        Declare a transition to ``target``.
-        """
-        return self._state._builder._transition(self._state._record, self._input, target._record)
-
-    def loop(self) -> Transition[Concatenate[I, Operation[I, C], P], R]:
-        """
-        Declare a transition back to the same state (its resources stay).
-        """
-        record = self._state._record
-        return self._state._builder._transition(record, self._input, record, loop=True)
+Children = Iterable["OperationFactory[Any, Any, Any] | str"]
 
 
-class DataUpon(Generic[I, C, D, P, R]):
-    def __init__(self, state: DataState[I, C, D, Any], input: Callable[..., Any]) -> None:
-        self._state = state
-        self._input = input
-
-    def to(
-        self, target: State[I, C] | DataState[I, C, Any, P]
-    ) -> Transition[Concatenate[I, Operation[I, C], D, P], R]:
-        return self._state._builder._transition(self._state._record, self._input, target._record)
-
-    def loop(self) -> Transition[Concatenate[I, Operation[I, C], D, P], R]:
-        record = self._state._record
-        return self._state._builder._transition(record, self._input, record, loop=True)
-
-
-@dataclass(frozen=True, eq=False)
-class State(Generic[I, C]):
-    """
-    A state without data (see ``OperationBuilder.state``).
-    """
-
-    _builder: OperationBuilder[I, C] = field(repr=False)
-    _record: DeclaredState
-
-    @property
-    def name(self) -> str:
-        return self._record.name
-
-    def upon(self, input: Callable[Concatenate[I, P], R]) -> Upon[I, C, P, R]:
-        return Upon(self, self._builder._check_input(input))
-
-
-@dataclass(frozen=True, eq=False)
-class DataState(Generic[I, C, D, FP]):
-    """
-    A state whose data is built by a factory on entry and passed to the
-    behaviours that leave it, as in Automat.
-    """
-
-    _builder: OperationBuilder[I, C] = field(repr=False)
-    _record: DeclaredState
-
-    @property
-    def name(self) -> str:
-        return self._record.name
-
-    def upon(self, input: Callable[Concatenate[I, P], R]) -> DataUpon[I, C, D, P, R]:
-        return DataUpon(self, self._builder._check_input(input))
-
-
-class OperationBuilder(Generic[I, C]):
+class OperationBuilder(Generic[I, C, T]):
     """
     Declare an operation's machine, then ``build()`` it.
 
@@ -152,6 +89,12 @@ class OperationBuilder(Generic[I, C]):
     a cleanup state, or from finishing with releases still pending) before
     fsmcancel forces it: seconds, or ``None`` to wait forever.  Each
     operation may override it.
+
+    ``outcome`` is the type of the operation's result, so that
+    ``op.completion`` is a ``Deferred[outcome]`` and ``op.succeed()`` is
+    checked by mypy and pyright; for a type that is not a class (``str |
+    None``), write ``OperationBuilder[Inputs, Core, str | None](...)``
+    instead.  It is not checked at run time.
     """
 
     def __init__(
@@ -163,6 +106,7 @@ class OperationBuilder(Generic[I, C]):
         unexpected: Literal["raise", "log"] = "raise",
         timeouts: str | os.PathLike[str] | None = None,
         grace: float | None = DEFAULT_GRACE,
+        outcome: type[T] | None = None,
     ) -> None:
         if unexpected not in ("raise", "log"):
             raise DefinitionError(
@@ -171,9 +115,13 @@ class OperationBuilder(Generic[I, C]):
         self.name = name
         self.unexpected = unexpected
         self.grace = check_grace(f"{name}: grace", grace)
+        self.outcome = outcome
         self._inputs: Any = inputs  # a Protocol class (typed as Automat does)
         self._core = core
-        self._automat: TypeMachineBuilder[Any, Any] = TypeMachineBuilder(inputs, Operation)
+        self._synthetic = SyntheticInputs(cast(type, inputs))
+        self._automat: TypeMachineBuilder[Any, Any] = TypeMachineBuilder(
+            self._synthetic.protocol, Operation
+        )
         self._states: dict[str, DeclaredState] = {}
         self._transitions: list[DeclaredTransition] = []
         self._timeouts: dict[str, str] = {}
@@ -183,61 +131,72 @@ class OperationBuilder(Generic[I, C]):
     # -- states ------------------------------------------------------------
 
     @overload
-    def state(self, name: str, *, resources: Iterable[str] = ()) -> State[I, C]: ...
+    def state(
+        self, name: str, *, resources: Iterable[str] = (), children: Children = ()
+    ) -> State[I, C, T]: ...
     @overload
     def state(
         self,
         name: str,
-        factory: Callable[Concatenate[I, Operation[I, C], FP], D],
+        factory: Callable[Concatenate[I, Operation[I, C, T], FP], D],
         *,
         resources: Iterable[str] = (),
-    ) -> DataState[I, C, D, FP]: ...
+        children: Children = (),
+    ) -> DataState[I, C, D, FP, T]: ...
     def state(
         self,
         name: str,
-        factory: Callable[Concatenate[I, Operation[I, C], FP], D] | None = None,
+        factory: Callable[Concatenate[I, Operation[I, C, T], FP], D] | None = None,
         *,
         resources: Iterable[str] = (),
-    ) -> State[I, C] | DataState[I, C, D, FP]:
+        children: Children = (),
+    ) -> State[I, C, T] | DataState[I, C, D, FP, T]:
         """
         A running state.  With ``factory``, a data state: the factory runs on
         every transition into it (with the input's arguments) and its result
         is passed to behaviours leaving it.  ``resources`` names what the state
-        owns, for diagrams and build checks.
+        owns; ``children`` the machines of the child operations it runs
+        (factories or names): both for diagrams and checks.
         """
         return cast(
-            "State[I, C] | DataState[I, C, D, FP]", self._state(name, "running", factory, resources)
+            "State[I, C, T] | DataState[I, C, D, FP, T]",
+            self._state(name, "running", factory, resources, children),
         )
 
     @overload
-    def cleanup_state(self, name: str, *, resources: Iterable[str] = ()) -> State[I, C]: ...
+    def cleanup_state(
+        self, name: str, *, resources: Iterable[str] = (), children: Children = ()
+    ) -> State[I, C, T]: ...
     @overload
     def cleanup_state(
         self,
         name: str,
-        factory: Callable[Concatenate[I, Operation[I, C], FP], D],
+        factory: Callable[Concatenate[I, Operation[I, C, T], FP], D],
         *,
         resources: Iterable[str] = (),
-    ) -> DataState[I, C, D, FP]: ...
+        children: Children = (),
+    ) -> DataState[I, C, D, FP, T]: ...
     def cleanup_state(
         self,
         name: str,
-        factory: Callable[Concatenate[I, Operation[I, C], FP], D] | None = None,
+        factory: Callable[Concatenate[I, Operation[I, C, T], FP], D] | None = None,
         *,
         resources: Iterable[str] = (),
-    ) -> State[I, C] | DataState[I, C, D, FP]:
+        children: Children = (),
+    ) -> State[I, C, T] | DataState[I, C, D, FP, T]:
         """
         A state in which the operation is winding down.
         """
         return cast(
-            "State[I, C] | DataState[I, C, D, FP]", self._state(name, "cleanup", factory, resources)
+            "State[I, C, T] | DataState[I, C, D, FP, T]",
+            self._state(name, "cleanup", factory, resources, children),
         )
 
-    def terminal_state(self, name: str) -> State[I, C]:
+    def terminal_state(self, name: str) -> State[I, C, T]:
         """
         A state that completes the operation.
         """
-        return cast("State[I, C]", self._state(name, "terminal", None, ()))
+        return cast("State[I, C, T]", self._state(name, "terminal", None, (), ()))
 
     def _state(
         self,
@@ -245,6 +204,7 @@ class OperationBuilder(Generic[I, C]):
         kind: StateKind,
         factory: Callable[..., Any] | None,
         resources: Iterable[str],
+        children: Children,
     ) -> Any:
         if self._built:
             raise DefinitionError(f"{self.name}: cannot add state {name!r} after build()")
@@ -261,12 +221,18 @@ class OperationBuilder(Generic[I, C]):
                 raise DefinitionError(
                     f"{self.name}: the initial state {name!r} must be a running state"
                 )
+        if isinstance(resources, str) or isinstance(children, str):
+            raise DefinitionError(
+                f"{self.name}: state {name!r}: resources= and children= take lists of names"
+            )
         automat: Any
         if factory is None:
             automat = self._automat.state(name)
         else:
+            refuse_async(self.name, f"data factory of state {name!r}", factory)
             automat = self._automat.state(name, wrap_factory(factory, name, kind))
-        record = DeclaredState(name, kind, resources, automat, factory)
+        child_names = tuple(c if isinstance(c, str) else c.name for c in children)
+        record = DeclaredState(name, kind, resources, automat, factory, child_names)
         self._states[name] = record
         if factory is None:
             return State(self, record)
@@ -292,19 +258,42 @@ class OperationBuilder(Generic[I, C]):
 
     def _transition(
         self,
-        source: DeclaredState,
+        sources: tuple[DeclaredState, ...],
         input: Callable[..., Any],
-        target: DeclaredState,
-        loop: bool = False,
+        target: DeclaredState | None,
+        *,
+        when: Callable[..., bool] | None = None,
+        nodata: bool = False,
     ) -> Transition[Any, Any]:
+        """
+        Declare ``input`` from each of ``sources`` to ``target`` (``None``:
+        a loop), guarded by ``when`` if given.
+        """
         if self._built:
             raise DefinitionError(f"{self.name}: cannot add transitions after build()")
+        if when is not None:
+            if not callable(when):
+                raise DefinitionError(f"{self.name}: when= must be a callable, not {when!r}")
+            refuse_async(self.name, "guard", when)
+        records = [self._declare(source, input, target, when, nodata) for source in sources]
+        self._transitions.extend(records)
+        return Transition(self, records)
+
+    def _declare(
+        self,
+        source: DeclaredState,
+        input: Callable[..., Any],
+        target: DeclaredState | None,
+        when: Callable[..., bool] | None,
+        nodata: bool,
+    ) -> DeclaredTransition:
         name = input.__name__
-        for existing in self._transitions:
-            if existing.source is source and existing.input == name:
-                raise DefinitionError(
-                    f"{self.name}: state {source.name!r} already has a transition upon {name!r}"
-                )
+        into = source if target is None else target
+        where = f"{self.name}: state {source.name!r}"
+        if when is None and any(
+            t.source is source and t.input == name and t.guard is None for t in self._transitions
+        ):
+            raise DefinitionError(f"{where} already has a transition upon {name!r}")
         if source.kind == "terminal":
             raise DefinitionError(
                 f"{self.name}: terminal state {source.name!r} cannot have transitions "
@@ -316,24 +305,31 @@ class OperationBuilder(Generic[I, C]):
                     f"{self.name}: cleanup state {source.name!r} cannot define cancel: "
                     "fsmcancel handles it there (the operation is already finishing)"
                 )
-            if target.kind == "running":
+            if into.kind == "running":
                 raise DefinitionError(
                     f"{self.name}: cancel in {source.name!r} must lead to a cleanup or "
-                    f"terminal state, not to running state {target.name!r}"
+                    f"terminal state, not to running state {into.name!r}"
                 )
-        if source.kind == "cleanup" and target.kind == "running":
+        if source.kind == "cleanup" and into.kind == "running":
             raise DefinitionError(
                 f"{self.name}: cleanup state {source.name!r} cannot lead back to running "
-                f"state {target.name!r} (upon {name!r}): a cancel ignored while winding "
+                f"state {into.name!r} (upon {name!r}): a cancel ignored while winding "
                 "down would be lost"
             )
-        record = DeclaredTransition(source, name, target, loop)
-        self._transitions.append(record)
-        return Transition(self, record, input)
+        automat_input = input if when is None else self._synthetic.add(input, when)
+        return DeclaredTransition(
+            source,
+            name,
+            into,
+            loop=target is None,
+            guard=when,
+            automat_input=automat_input,
+            nodata=nodata and source.data,
+        )
 
     # -- build -------------------------------------------------------------
 
-    def build(self) -> OperationFactory[I, C]:
+    def build(self) -> OperationFactory[I, C, T]:
         """
         Check the definition and return the factory of operations.
 
@@ -352,19 +348,22 @@ class OperationBuilder(Generic[I, C]):
         if incomplete:
             raise DefinitionError(
                 f"{self.name}: transitions without a behaviour or .returns(): "
-                + ", ".join(f"{t.source.name} --{t.input}--> {t.target.name}" for t in incomplete)
+                + ", ".join(t.describe() for t in incomplete)
             )
         spec = self._spec()
+        check_guards(spec)
         check_structure(spec)
         self._built = True
         try:
             automat = self._automat.build()
         except ValueError as e:
             raise DefinitionError(f"{self.name}: {e}") from None
-        return OperationFactory(self, spec, automat)
+        return OperationFactory(self, spec, automat, self._transitions)
 
     def _spec(self) -> MachineSpec:
-        states = tuple(StateSpec(s.name, s.kind, s.resources) for s in self._states.values())
+        states = tuple(
+            StateSpec(s.name, s.kind, s.resources, s.children) for s in self._states.values()
+        )
         transitions = [
             TransitionSpec(
                 t.source.name,
@@ -372,6 +371,7 @@ class OperationBuilder(Generic[I, C]):
                 t.target.name,
                 t.output,
                 timeout=self._timeouts.get(t.input),
+                guard=None if t.guard is None else getattr(t.guard, "__name__", "guard"),
             )
             for t in self._transitions
         ]

@@ -45,7 +45,7 @@ def check_structure(spec: MachineSpec) -> None:
     declared = [t for t in spec.transitions if not t.automatic]
     if not any(s.kind == "terminal" for s in states):
         raise DefinitionError(f"{name}: the machine has no terminal state")
-    handles_cancel = {t.source for t in declared if t.is_cancel}
+    handles_cancel = {t.source for t in declared if t.is_cancel and t.guard is None}
     missing = [s.name for s in states if s.kind == "running" and s.name not in handles_cancel]
     if missing:
         raise DefinitionError(
@@ -80,3 +80,19 @@ def _closure(start: Iterable[str], edges: dict[str, set[str]]) -> set[str]:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
+
+
+def check_guards(spec: MachineSpec) -> None:
+    """
+    ``cancel`` is accepted in every state: a guarded cancel needs a fallback
+    (an unguarded cancel transition in the same state), or a cancel could
+    find no guard holding and be refused.
+    """
+    guarded = {t.source for t in spec.transitions if t.is_cancel and t.guard is not None}
+    fallback = {t.source for t in spec.transitions if t.is_cancel and t.guard is None}
+    missing = sorted(guarded - fallback)
+    if missing:
+        raise DefinitionError(
+            f"{spec.name}: guarded cancel transitions need an unguarded fallback, so that "
+            f"cancel is always accepted; missing in: {', '.join(missing)}"
+        )

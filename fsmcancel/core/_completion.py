@@ -29,10 +29,11 @@ Owns: ``completion``, ``_final`` (the innermost Deferred), ``_observers``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+from typing_extensions import TypeVar
 
 from fsmcancel.core import _events
 from fsmcancel.core._errors import (
@@ -50,8 +51,10 @@ if TYPE_CHECKING:
 #: The outcome before anything decided one.
 NOTHING: Any = object()
 
+T = TypeVar("T", default=Any)
 
-class Completing:
+
+class Completing(Generic[T]):
     """
     The outcome half of an operation (mixed into ``Operation``).
     """
@@ -60,7 +63,7 @@ class Completing:
         __slots__ = ()
 
     if TYPE_CHECKING:
-        completion: Deferred[Any]
+        completion: Deferred[T]
         _final: Deferred[Any] | None
         _observers: list[Deferred[Any]] | None
         _outcome: Any
@@ -95,7 +98,7 @@ class Completing:
         """
         return self._done
 
-    def observe(self) -> Deferred[Any]:
+    def observe(self) -> Deferred[T]:
         """
         A new Deferred that fires with the operation's outcome, after cleanup.
 
@@ -105,7 +108,7 @@ class Completing:
         with ``CancelledError``); the operation carries on.
         """
         if self._done:
-            d: Deferred[Any] = Deferred()
+            d: Deferred[T] = Deferred()
             self._deliver(d)
             return d
         if self._observers is None:
@@ -115,7 +118,7 @@ class Completing:
         observers.append(d)
         return d
 
-    def succeed(self, result: object = None) -> None:
+    def succeed(self, result: T = None) -> None:  # type: ignore[assignment]
         """
         Record the operation's result.  The completion fires with it once the
         machine reaches a terminal state and cleanup has finished.
@@ -186,7 +189,7 @@ class Completing:
         if self._registry is not None:
             self._registry._remove(self.id)
         _events.completed(self, result, self._debug)
-        final = self._final if self._final is not None else self.completion
+        final: Deferred[Any] = self._final if self._final is not None else self.completion
         if not final.called:
             final.callback(None)  # _park now returns the outcome
         observers, self._observers = self._observers, None

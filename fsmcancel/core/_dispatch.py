@@ -129,7 +129,7 @@ class Dispatching:
         e = caught.value
         if isinstance(e, NoTransition) and self._is_ours(e, name):
             self._busy = False
-            return self._unexpected(name)
+            return self._unexpected(name, getattr(e, "detail", ""))
         self._abort(caught)
         if self._leaving is not None or self._queue:
             self._settle_transition()
@@ -190,13 +190,14 @@ class Dispatching:
         except NoTransition as e:
             if not self._is_ours(e, name):
                 self._abort(as_failure())
-            elif self._factory.unexpected == "log":
-                _events.dropped(self, name, "fed from inside a transition")
             else:
-                error = UnexpectedInput(
-                    self.name, self._state, name, "fed from inside a transition"
+                detail = "; ".join(
+                    filter(None, ["fed from inside a transition", getattr(e, "detail", "")])
                 )
-                self._abort(as_failure(error))
+                if self._factory.unexpected == "log":
+                    _events.dropped(self, name, detail)
+                else:
+                    self._abort(as_failure(UnexpectedInput(self.name, self._state, name, detail)))
         except Exception:
             self._abort(as_failure())
 

@@ -98,6 +98,17 @@ def release(op: Subject, entry: Resource, why: str) -> None:
     )
 
 
+def undeclared(op: Subject, entry: Resource, declared: tuple[str, ...]) -> None:
+    _logger().warning(
+        "undeclared resource",
+        op=op.id,
+        machine=op.machine,
+        state=op.state,
+        resource=entry.describe(),
+        declared=list(declared),
+    )
+
+
 def dropped(op: Subject, input: str, detail: str) -> None:
     _logger().warning(
         "unexpected input ignored",

@@ -14,22 +14,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from inspect import signature
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal
 
 from automat import NoTransition
+from typing_extensions import TypeVar
 
 from fsmcancel.core._cancel import reason_text
 from fsmcancel.core._clock import ReactorTime, default_clock
 from fsmcancel.core._errors import safe_text
+from fsmcancel.core._guards import Alternatives, chooser
 from fsmcancel.core._operation import Operation
 from fsmcancel.core._registry import Registry
 from fsmcancel.core._spec import MachineSpec, StateKind
 
 if TYPE_CHECKING:
     from fsmcancel.core._builder import OperationBuilder
+    from fsmcancel.core._transitions import DeclaredTransition
 
 I = TypeVar("I")  # noqa: E741
 C = TypeVar("C")
+T = TypeVar("T", default=Any)
 
 
 def index_transitions(machine: Any) -> None:
@@ -147,29 +151,45 @@ def _cancel_method(self: _InputsBase, *args: object, **kw: object) -> None:
     op._request_cancel(reason_text(args[0] if args else kw.get("reason")))
 
 
-class OperationFactory(Generic[I, C]):
+class OperationFactory(Generic[I, C, T]):
     """
     What ``OperationBuilder.build()`` returns: call it to start an operation.
 
     ``spec`` describes the machine (for diagrams and the testing helpers).
     """
 
-    def __init__(self, builder: OperationBuilder[I, C], spec: MachineSpec, automat: Any) -> None:
+    def __init__(
+        self,
+        builder: OperationBuilder[I, C, T],
+        spec: MachineSpec,
+        automat: Any,
+        transitions: list[DeclaredTransition],
+    ) -> None:
         self.name = builder.name
         self.unexpected = builder.unexpected
         self.grace = builder.grace
+        self.outcome = builder.outcome
         self.spec = spec
         index_transitions(automat)
         self._automat = automat
         self._kinds: dict[str, StateKind] = {s.name: s.kind for s in self.spec.states}
+        self._declared: dict[str, tuple[str, ...]] = {
+            s.name: (*s.resources, *s.children) for s in self.spec.states
+        }
         # Automat's generated class implements every method of the protocol
-        # (an input no state accepts raises NoTransition, like any other).
-        runtime = type(automat(None))
+        # (an input no state accepts raises NoTransition, like any other),
+        # and the synthetic inputs of guarded transitions.
+        runtime = vars(type(automat(None)))
+        guards = _guard_tables(transitions, runtime)
         methods: dict[str, Any] = {"__slots__": ()}
         self._returns_none: dict[str, bool] = {}
-        for name, implementation in vars(runtime).items():
+        for name, implementation in runtime.items():
             if name.startswith("__") or not callable(implementation):
                 continue
+            if builder._synthetic.is_synthetic(name):
+                continue
+            if name in guards:
+                implementation = chooser(name, implementation, guards[name])
             protocol_method = getattr(builder._inputs, name)
             self._returns_none[name] = signature(protocol_method).return_annotation in (
                 None,
@@ -189,7 +209,7 @@ class OperationFactory(Generic[I, C]):
         clock: ReactorTime | None = None,
         registry: Registry | None = None,
         grace: float | Literal["machine"] | None = "machine",
-    ) -> Operation[I, C]:
+    ) -> Operation[I, C, T]:
         """
         Start an operation in the initial state.
 
@@ -199,7 +219,8 @@ class OperationFactory(Generic[I, C]):
         to wait for cleanup forever).
         """
         grace = self.grace if grace == "machine" else check_grace(f"{self.name}: grace", grace)
-        return Operation(self, core, default_clock() if clock is None else clock, registry, grace)
+        clock = default_clock() if clock is None else clock
+        return Operation[I, C, T](self, core, clock, registry, grace)
 
     def __repr__(self) -> str:
         return f"<OperationFactory {self.name}>"
@@ -216,3 +237,24 @@ def check_grace(what: str, grace: object) -> float | None:
     if not math.isfinite(grace) or grace < 0:
         raise ValueError(f"{what} must be a finite number of seconds >= 0, not {grace!r}")
     return float(grace)
+
+
+def _guard_tables(
+    transitions: list[DeclaredTransition], runtime: dict[str, Any]
+) -> dict[str, dict[str, Alternatives]]:
+    """
+    For each input with guards somewhere: per state, its alternatives in
+    declaration order, with the Automat method of each synthetic input.
+    """
+    tables: dict[str, dict[str, Alternatives]] = {}
+    for t in transitions:
+        if t.guard is None:
+            continue
+        table = tables.setdefault(t.input, {})
+        alternatives = table.setdefault(t.source.name, Alternatives(t.source.automat))
+        method = runtime[getattr(t.automat_input, "__name__", "")]
+        alternatives.guarded.append((t.guard, method, t.source.data and not t.nodata))
+    for t in transitions:
+        if t.guard is None and t.input in tables and t.source.name in tables[t.input]:
+            tables[t.input][t.source.name].fallback = True
+    return tables

@@ -30,6 +30,7 @@ from fsmcancel.core._releases import Release, default_release, flatten_errors, i
 
 if TYPE_CHECKING:
     from fsmcancel.core._clock import ReactorTime
+    from fsmcancel.core._factory import OperationFactory
     from fsmcancel.core._operation import Operation
 
 T = TypeVar("T")
@@ -81,6 +82,9 @@ class Ledger:
         _cleanup_errors: list[Failure] | None
         _state: str
         _finishing: bool
+        _trace: bool
+        _undeclared: list[tuple[str, str]] | None
+        _factory: OperationFactory[Any, Any, Any]
         _aborted: bool
         _forced: bool
         _busy: bool
@@ -253,8 +257,20 @@ class Ledger:
         """
         return tuple(r.describe() for r in self._scope or ())
 
+    @property
+    def undeclared_resources(self) -> tuple[tuple[str, str], ...]:
+        """
+        ``(state, resource)`` for each thing a state acquired without
+        declaring it (``resources=`` or ``children=``), so that its diagram
+        would not show it.  Only checked while transitions are traced (debug
+        logging, a ``Registry(history=N)``, or ``fsmcancel.testing``).
+        """
+        return tuple(self._undeclared or ())
+
     def _acquire(self, entry: Resource) -> Resource:
         entry.owner = self._state
+        if self._trace:
+            self._check_declared(entry)
         if self._finishing:
             # Nothing may be held once the operation is finishing, but what a
             # behaviour acquires must still be released.  After a failure or
@@ -274,6 +290,24 @@ class Ledger:
         else:
             self._scope.append(entry)
         return entry
+
+    def _check_declared(self, entry: Resource) -> None:
+        """
+        Does the state's declaration name what it acquires?  A child
+        operation may be declared by its machine's name.
+        """
+        declared = self._factory._declared.get(self._state, ())
+        name = entry.describe()
+        if name in declared:
+            return
+        machine = getattr(entry.obj, "machine", None)
+        if isinstance(machine, str) and machine in declared:
+            return
+        if self._undeclared is None:
+            self._undeclared = []
+        self._undeclared.append((self._state, name))
+        if self._debug:
+            _events.undeclared(self, entry, declared)
 
     def _forget(self, entry: Resource) -> None:
         for scope in (self._scope, self._leaving):

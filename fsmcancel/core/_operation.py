@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+from typing_extensions import TypeVar
 
 from fsmcancel.core import _events
 from fsmcancel.core._cancel import Cancelling
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 I = TypeVar("I")  # noqa: E741 - the input protocol, as in Automat
 C = TypeVar("C")
+T = TypeVar("T", default=Any)  # the outcome; Any unless the builder says
 
 _ids = itertools.count(1)
 
@@ -57,7 +59,7 @@ class TransitionRecord(NamedTuple):
     new: str
 
 
-class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
+class Operation(Dispatching, Ledger, Cancelling, Completing[T], Generic[I, C, T]):
     """
     One run of a machine built with ``OperationBuilder``.
 
@@ -98,6 +100,7 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         "_scope",
         "_state",
         "_trace",
+        "_undeclared",
         "clock",
         "completion",
         "core",
@@ -107,7 +110,7 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
 
     def __init__(
         self,
-        factory: OperationFactory[I, C],
+        factory: OperationFactory[I, C, T],
         core: C,
         clock: ReactorTime,
         registry: Registry | None,
@@ -130,6 +133,7 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         self._leaving: list[Resource] | None = None
         self._pending: list[tuple[Deferred[Any], Resource]] | None = None
         self._cleanup_errors: list[Failure] | None = None
+        self._undeclared: list[tuple[str, str]] | None = None
         # Cancelling
         self._cancel_requests = 0
         self._cancel_reason: str | None = None
@@ -150,7 +154,7 @@ class Operation(Dispatching, Ledger, Cancelling, Completing, Generic[I, C]):
         self._trace = self._debug or self._history is not None
         self.inputs: I = factory._inputs_type(self)
         self._machine: Any = factory._automat(self)
-        self.completion: Deferred[Any] = Deferred(self._completion_cancelled)
+        self.completion: Deferred[T] = Deferred(self._completion_cancelled)
         self.completion.addCallback(self._park)
         self._registry = registry
         if registry is not None:

@@ -13,16 +13,21 @@ statically which kind of transition it belongs to:
 - a *move* (``.to(other)``) enters another state: the old state's resources
   are released after the behaviour, and leaving a data state for a plain one
   drops the old data, which Automat would otherwise keep alive;
+- ``.to(itself)`` is a move too: leave and re-enter (resources released,
+  data rebuilt), which Automat alone would not do;
 - entering a data state is announced by its data factory, which Automat runs
   before the behaviour.
 
 Behaviours receive ``(inputs, op, [data], *args)``: the operation's inputs,
 the ``Operation``, the data of the data state being left, and the input's
-arguments.
+arguments.  They run synchronously inside the transition, so an ``async
+def`` behaviour is refused when it is declared: start the coroutine with
+``Deferred.fromCoroutine`` and ``op.watch`` it instead.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -36,7 +41,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
 
 #: What entering a state of each kind means, as the wrappers pass it to
 #: ``Operation._enter`` (an int: this runs on every transition).
@@ -55,6 +59,7 @@ class DeclaredState:
     resources: tuple[str, ...]
     automat: Any
     factory: Callable[..., Any] | None
+    children: tuple[str, ...] = ()
 
     @property
     def data(self) -> bool:
@@ -64,36 +69,56 @@ class DeclaredState:
 @dataclass
 class DeclaredTransition:
     """
-    A transition as declared; ``done`` once it has a behaviour.  ``loop``
-    distinguishes ``.loop()`` (stay) from ``.to(itself)`` (leave and
-    re-enter).
+    A transition as declared; ``done`` once it has a behaviour.
+
+    ``loop`` distinguishes ``.loop()`` (stay) from ``.to(itself)`` (leave
+    and re-enter).  ``guard`` selects it among several on the same input
+    from the same state; Automat knows it by ``automat_input``, a synthetic
+    input of its own (see ``_guards.py``).  ``nodata`` means the behaviour
+    does not take the data of its (data) source state.
     """
 
     source: DeclaredState
     input: str
     target: DeclaredState
     loop: bool = False
+    guard: Callable[..., bool] | None = None
+    automat_input: Callable[..., Any] | None = None
+    nodata: bool = False
     output: str | None = None
     done: bool = False
+
+    def describe(self) -> str:
+        guard = f" [{self.guard.__name__}]" if self.guard is not None else ""
+        return f"{self.source.name} --{self.input}{guard}--> {self.target.name}"
+
+
+def refuse_async(owner: str, what: str, fn: Callable[..., Any]) -> None:
+    """
+    A coroutine function would return a coroutine nobody awaits, and the
+    operation would end without an outcome: say so where it is declared.
+    """
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise DefinitionError(
+            f"{owner}: {what} {getattr(fn, '__qualname__', fn)!r} is async def; behaviours "
+            "run synchronously inside a transition: start the coroutine with "
+            "Deferred.fromCoroutine() and op.watch() it"
+        )
 
 
 class Transition(Generic[P, R]):
     """
-    A declared transition waiting for its behaviour: decorate a function with
-    it, or call ``returns(value)`` for a transition with no behaviour.
+    A declared transition (from one state or several) waiting for its
+    behaviour: decorate a function with it, or call ``returns(value)`` for a
+    transition with no behaviour.
     """
 
-    def __init__(
-        self,
-        builder: OperationBuilder[Any, Any],
-        record: DeclaredTransition,
-        input: Callable[..., Any],
-    ) -> None:
+    def __init__(self, builder: OperationBuilder[Any, Any, Any], records: list[DeclaredTransition]):
         self._builder = builder
-        self._record = record
-        self._input = input
+        self._records = records
 
     def __call__(self, behaviour: Callable[P, R]) -> Callable[P, R]:
+        refuse_async(self._builder.name, "behaviour", behaviour)
         self._register(behaviour, behaviour.__name__)
         return behaviour
 
@@ -108,26 +133,27 @@ class Transition(Generic[P, R]):
         self._register(constant, None)
 
     def _register(self, behaviour: Callable[..., Any], output: str | None) -> None:
-        record = self._record
-        if record.done:
-            raise DefinitionError(
-                f"{self._builder.name}: transition {record.source.name} --{record.input}--> "
-                f"{record.target.name} already has a behaviour"
-            )
-        record.done = True
-        record.output = output
-        source, target = record.source, record.target
-        wrapped = wrap_behaviour(behaviour, source, target, record.loop)
-        upon = source.automat.upon(self._input)
-        # Automat's own ``.to(itself)`` neither leaves nor rebuilds data, so
-        # both stay-kinds are Automat loops; the wrapper does the re-entry.
-        registrar = upon.loop() if source is target else upon.to(target.automat)
-        registrar(wrapped)
+        for record in self._records:
+            if record.done:
+                raise DefinitionError(
+                    f"{self._builder.name}: transition {record.describe()} already has a behaviour"
+                )
+        for record in self._records:
+            record.done = True
+            record.output = output
+            source, target = record.source, record.target
+            wrapped = wrap_behaviour(behaviour, record)
+            if source.data and record.nodata:
+                upon = source.automat.upon(record.automat_input, nodata=True)
+            else:
+                upon = source.automat.upon(record.automat_input)
+            # Automat's own ``.to(itself)`` neither leaves nor rebuilds data,
+            # so both stay-kinds are Automat loops; the wrapper re-enters.
+            registrar = upon.loop() if source is target else upon.to(target.automat)
+            registrar(wrapped)
 
 
-def wrap_behaviour(
-    behaviour: Callable[..., Any], source: DeclaredState, target: DeclaredState, loop: bool
-) -> Callable[..., Any]:
+def wrap_behaviour(behaviour: Callable[..., Any], record: DeclaredTransition) -> Callable[..., Any]:
     """
     The function Automat actually calls for one transition.
 
@@ -137,18 +163,18 @@ def wrap_behaviour(
     - a loop only traces itself (when transitions are traced);
     - a move announces the state it enters, unless the target is another
       data state, whose factory (run by Automat first) already did; leaving a
-      data state for a plain one drops the old data, which Automat would
-      otherwise keep alive;
-    - ``.to(itself)`` is a move too: the state's resources are released and,
-      for a data state, its data is rebuilt, as on any entry (Automat itself
-      would do neither).
+      data state for a plain one drops the old data;
+    - ``.to(itself)`` announces the re-entry and, for a data state, rebuilds
+      its data, as on any entry.
 
     Automat checks a data state's data against the annotation of the third
     parameter of the function it calls, hence the explicit ``data: object``.
     """
+    source, target = record.source, record.target
     new, ending = target.name, ENDING[target.kind]
-    if loop:
-        if source.data:
+    with_data = source.data and not record.nodata
+    if record.loop:
+        if with_data:
 
             def stay_with_data(
                 _machine: Any, op: Operation[Any, Any], data: object, *args: Any, **kw: Any
@@ -168,7 +194,7 @@ def wrap_behaviour(
     announce = not target.data or source is target
     rebuild = target.factory if source is target else None
     drops = source.data and not target.data
-    if source.data:
+    if with_data:
 
         def from_data(
             machine: Any, op: Operation[Any, Any], data: object, *args: Any, **kw: Any
@@ -184,6 +210,21 @@ def wrap_behaviour(
                     machine.__automat_data__ = None
 
         return from_data
+    if rebuild is not None or drops:
+        # From a data state whose data the behaviour does not take.
+
+        def from_data_state(machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
+            if announce:
+                op._enter(new, ending)
+            if rebuild is not None:
+                machine.__automat_data__ = rebuild(op.inputs, op, *args, **kw)
+            try:
+                return behaviour(op.inputs, op, *args, **kw)
+            finally:
+                if drops:
+                    machine.__automat_data__ = None
+
+        return from_data_state
     if announce:
 
         def move(_machine: Any, op: Operation[Any, Any], *args: Any, **kw: Any) -> Any:
