@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmcancel import _diagram_cli
-from fsmcancel._diagram_files import file_stems
+from fsmcancel.diagram import _cli as _diagram_cli
+from fsmcancel.diagram._files import file_stems
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent

@@ -8,7 +8,7 @@ Diagrams mark the initial, cleanup and terminal states, label every
 transition with its input and output, draw cancellations distinctly, list
 the resources each state owns and label timeout transitions with their rule.
 
-The ``fsmcancel diagram`` command (:mod:`fsmcancel._diagram_cli`) uses
+The ``fsmcancel diagram`` command (:mod:`fsmcancel.diagram._cli`) uses
 :func:`find_machines`, :func:`diagram_files`, :func:`write_diagrams` and
 :func:`stale_diagrams` to keep a directory of committed diagrams current.
 """
@@ -19,15 +19,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from fsmcancel._diagram_automat import is_automat_machine, spec_from_automat
-from fsmcancel._diagram_discover import FoundMachine, TargetError, find_machines, spec_attribute
-from fsmcancel._diagram_dot import dot_text
-from fsmcancel._diagram_files import compare, file_stems, write_if_changed
-from fsmcancel._diagram_mermaid import mermaid_text
-from fsmcancel._diagram_model import TimeoutLabel, build_view
-from fsmcancel._diagram_svg import GraphvizNotFound, find_dot, svg_from_dot
-from fsmcancel._diagram_timeouts import LazyLabel
 from fsmcancel._spec import MachineSpec
+from fsmcancel.diagram._discover import FoundMachine, TargetError, find_machines, spec_attribute
+from fsmcancel.diagram._dot import dot_text
+from fsmcancel.diagram._files import compare, file_stems, write_if_changed
+from fsmcancel.diagram._from_automat import is_automat_machine, spec_from_automat
+from fsmcancel.diagram._graphviz import GraphvizNotFound, find_dot, svg_from_dot
+from fsmcancel.diagram._mermaid import mermaid_text
+from fsmcancel.diagram._model import TimeoutLabel, build_view
+from fsmcancel.diagram._timeout_labels import LazyLabel
 
 __all__ = [
     "FORMATS",

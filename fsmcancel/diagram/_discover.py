@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
-from fsmcancel._diagram_automat import is_automat_machine, spec_from_automat
 from fsmcancel._spec import MachineSpec
+from fsmcancel.diagram._from_automat import is_automat_machine, spec_from_automat
 
 
 class TargetError(Exception):

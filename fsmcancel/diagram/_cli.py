@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fsmcancel._diagram_model import TimeoutLabel
-from fsmcancel._diagram_timeouts import configured_label
 from fsmcancel._spec import MachineSpec
 from fsmcancel.diagram import (
     FORMATS,
@@ -31,6 +29,8 @@ from fsmcancel.diagram import (
     stale_diagrams,
     write_diagrams,
 )
+from fsmcancel.diagram._model import TimeoutLabel
+from fsmcancel.diagram._timeout_labels import configured_label
 
 CHECKED_BY_DEFAULT: tuple[DiagramFormat, ...] = ("dot", "mermaid")
 

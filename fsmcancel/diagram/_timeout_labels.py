@@ -13,7 +13,7 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from fsmcancel._diagram_model import TimeoutLabel
+from fsmcancel.diagram._model import TimeoutLabel
 
 
 def bare_label(kind: str) -> str:
