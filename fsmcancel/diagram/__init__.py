@@ -3,39 +3,67 @@ State diagrams generated from the code, so they cannot drift from it.
 
 :func:`render` draws one machine -- a :class:`MachineSpec`, anything with a
 ``.spec`` (an fsmcancel machine factory or a live operation), or a plain
-Automat ``TypeMachine`` / ``MethodicalMachine`` -- as DOT, Mermaid or SVG.
-Diagrams mark the initial, cleanup and terminal states, label every
-transition with its input and output, draw cancellations distinctly, list
-the resources each state owns and label timeout transitions with their rule.
+Automat ``TypeMachine`` / ``MethodicalMachine`` -- as DOT, Mermaid, SVG or
+PNG.  Diagrams mark the initial, cleanup and terminal states, label every
+transition ``input [guard] / behaviour``, draw cancellations and timeouts
+distinctly (timeouts with their configured rule), list the resources each
+state owns, and link a state to the child machines it runs.
 
-The ``fsmcancel diagram`` command (:mod:`fsmcancel.diagram._cli`) uses
-:func:`find_machines`, :func:`diagram_files`, :func:`write_diagrams` and
-:func:`stale_diagrams` to keep a directory of committed diagrams current.
+``fsmcancel diagram`` (:mod:`fsmcancel.diagram._cli`) keeps a directory of
+committed diagrams current with :func:`find_machines`, :func:`diagram_files`,
+:func:`write_diagrams` and :func:`stale_diagrams`.
+
+This module only gathers the public names.  The package reads in the order
+a diagram is made, one concept a module:
+
+=====================  =====================================================
+``_discover``          targets (modules, packages, attributes) -> machines
+``_machines``          what can be drawn -> its ``MachineSpec``
+``_from_automat``      a plain Automat machine -> a ``MachineSpec``
+``_model``             spec -> ``DiagramView``: every choice a reader sees
+``_timeout_labels``    call kind -> timeout rule text, from configuration
+``_palette``           the colours shared by every format and the legend
+``_dot``               view -> DOT text
+``_legend``            view -> the title and legend of a DOT diagram
+``_mermaid``           view -> Mermaid ``stateDiagram-v2`` text
+``_graphviz``          DOT text -> SVG or PNG, by running Graphviz
+``_render``            the formats, and the line from machine to output
+``_files``             file names, writing, comparing with what is on disk
+``_cli``               the ``fsmcancel diagram`` command
+=====================  =====================================================
+
+Nothing here imports fsmcancel's core except ``fsmcancel._spec``: a diagram
+needs the structure of a machine, never its running parts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Literal
-
-from fsmcancel._spec import MachineSpec
-from fsmcancel.diagram._discover import FoundMachine, TargetError, find_machines, spec_attribute
-from fsmcancel.diagram._dot import dot_text
-from fsmcancel.diagram._files import compare, file_stems, write_if_changed
-from fsmcancel.diagram._from_automat import is_automat_machine, spec_from_automat
-from fsmcancel.diagram._graphviz import GraphvizNotFound, find_dot, svg_from_dot
-from fsmcancel.diagram._mermaid import mermaid_text
-from fsmcancel.diagram._model import TimeoutLabel, build_view
-from fsmcancel.diagram._timeout_labels import LazyLabel
+from fsmcancel.diagram._discover import FoundMachine, TargetError, find_machines
+from fsmcancel.diagram._files import stale_diagrams, write_diagrams
+from fsmcancel.diagram._graphviz import GraphvizNotFound, find_dot
+from fsmcancel.diagram._machines import spec_of
+from fsmcancel.diagram._model import DEFAULT_DIRECTION, DIRECTIONS, Direction, TimeoutLabel
+from fsmcancel.diagram._render import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    SUFFIXES,
+    DiagramFormat,
+    diagram_files,
+    render,
+)
 
 __all__ = [
+    "DEFAULT_DIRECTION",
+    "DEFAULT_FORMATS",
+    "DIRECTIONS",
     "FORMATS",
     "SUFFIXES",
     "DiagramFormat",
+    "Direction",
     "FoundMachine",
     "GraphvizNotFound",
     "TargetError",
+    "TimeoutLabel",
     "diagram_files",
     "find_dot",
     "find_machines",
@@ -44,115 +72,3 @@ __all__ = [
     "stale_diagrams",
     "write_diagrams",
 ]
-
-DiagramFormat = Literal["dot", "mermaid", "svg"]
-FORMATS: tuple[DiagramFormat, ...] = ("dot", "mermaid", "svg")
-SUFFIXES: Mapping[DiagramFormat, str] = {"dot": ".dot", "mermaid": ".mmd", "svg": ".svg"}
-
-
-def spec_of(machine: object, name: str | None = None) -> MachineSpec:
-    """
-    The :class:`MachineSpec` of anything :func:`render` accepts.
-
-    ``name`` only applies to plain Automat machines, which have none of
-    their own; fsmcancel machines keep the name they were built with.
-    """
-    if isinstance(machine, MachineSpec):
-        return machine
-    spec = spec_attribute(machine)
-    if spec is not None:
-        return spec
-    if is_automat_machine(machine):
-        return spec_from_automat(machine, name)
-    raise TypeError(
-        "expected a MachineSpec, an fsmcancel machine or operation, or an Automat "
-        f"TypeMachine/MethodicalMachine, not {type(machine).__qualname__}"
-    )
-
-
-def _current_state(machine: object) -> str | None:
-    # A live operation has ``.spec`` and a string ``.state``; factories don't.
-    if isinstance(machine, MachineSpec) or spec_attribute(machine) is None:
-        return None
-    state = getattr(machine, "state", None)
-    return state if isinstance(state, str) else None
-
-
-def render(
-    machine: object,
-    format: DiagramFormat = "mermaid",
-    *,
-    highlight: str | None = None,
-    timeout_label: TimeoutLabel | None = None,
-) -> str:
-    """
-    The text of a diagram of ``machine`` in ``format``.
-
-    ``highlight`` names a state to mark as current; for a live operation it
-    defaults to the operation's current state, which makes this usable
-    from a debugging endpoint.  ``timeout_label(kind)`` describes the timeout
-    rule for a call kind; by default it comes from the configuration file the
-    machine declared (``OperationBuilder(timeouts=...)``), else the built-in
-    defaults.  SVG needs Graphviz's ``dot`` (:class:`GraphvizNotFound`).
-    """
-    if format not in FORMATS:
-        raise ValueError(f"unknown diagram format {format!r}; expected one of {FORMATS}")
-    spec = spec_of(machine)
-    if highlight is None:
-        highlight = _current_state(machine)
-    label = _labels(spec) if timeout_label is None else timeout_label
-    view = build_view(spec, highlight, label)
-    if format == "mermaid":
-        return mermaid_text(view)
-    dot = dot_text(view)
-    return dot if format == "dot" else svg_from_dot(dot)
-
-
-def diagram_files(
-    specs: Sequence[MachineSpec],
-    out_dir: Path,
-    formats: Iterable[DiagramFormat] = FORMATS,
-    *,
-    timeout_label: TimeoutLabel | None = None,
-) -> dict[Path, str]:
-    """
-    The path and text of every diagram file for ``specs``:
-    ``<out_dir>/<machine-name>.dot|.mmd|.svg``, names made safe and unique.
-    """
-    chosen = [fmt for fmt in FORMATS if fmt in set(formats)]
-    files: dict[Path, str] = {}
-    for stem, spec in zip(file_stems([spec.name for spec in specs]), specs, strict=True):
-        label = _labels(spec) if timeout_label is None else timeout_label
-        for fmt in chosen:
-            files[out_dir / f"{stem}{SUFFIXES[fmt]}"] = render(spec, fmt, timeout_label=label)
-    return files
-
-
-_LABELS: dict[str | None, LazyLabel] = {}
-
-
-def _labels(spec: MachineSpec) -> TimeoutLabel:
-    """
-    Timeout labels from the configuration the machine declared it runs with
-    (``OperationBuilder(timeouts=...)``), or the defaults; one loader per
-    file, since many machines share one.
-    """
-    if spec.timeouts not in _LABELS:
-        _LABELS[spec.timeouts] = LazyLabel(spec.timeouts)
-    return _LABELS[spec.timeouts]
-
-
-def write_diagrams(files: Mapping[Path, str]) -> list[Path]:
-    """
-    Write ``files``, creating directories; return the paths that changed.
-    """
-    return [path for path, text in files.items() if write_if_changed(path, text)]
-
-
-def stale_diagrams(files: Mapping[Path, str]) -> list[tuple[Path, str]]:
-    """
-    ``(path, "missing" | "differs")`` for every file on disk that does not
-    match ``files``.  Writes nothing.
-    """
-    problems = [(path, compare(path, text)) for path, text in files.items()]
-    return [(path, problem) for path, problem in problems if problem is not None]

@@ -1,55 +1,34 @@
 """
-Timeout labels, from the timeout configuration when it is available.
+Timeout labels (``read: idle φ>8, 1s..30s``) from a timeout configuration.
 
-``fsmcancel.timeouts`` is imported lazily and by name: diagrams must render
-(with bare call kinds) before that module exists, and importing it only when
-a machine actually has timeout transitions keeps ``fsmcancel diagram`` from
-reading configuration it does not need.
+Owns: turning a call kind into the text on a timeout edge, and remembering
+one loaded configuration per file.  Must not touch: the configuration
+format or its rules -- only ``fsmcancel.timeouts``'s public
+``load_config`` and ``rule_label`` are used.
+
+``fsmcancel.timeouts`` is imported, and the file read, only when a timeout
+edge actually needs a label, so ``fsmcancel diagram`` on machines without
+timeouts reads no configuration it does not need.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 
+from fsmcancel._spec import MachineSpec
 from fsmcancel.diagram._model import TimeoutLabel
-
-
-def bare_label(kind: str) -> str:
-    """
-    The label used when no timeout configuration is available: the kind.
-    """
-    return kind
-
-
-def _timeouts_module() -> ModuleType | None:
-    try:
-        module = importlib.import_module("fsmcancel.timeouts")
-    except ModuleNotFoundError as e:
-        if e.name not in ("fsmcancel.timeouts", "fsmcancel"):
-            raise  # fsmcancel.timeouts exists but is broken: say so.
-        return None
-    # Until the package exports them (a bare namespace package), fall back.
-    if hasattr(module, "load_config") and hasattr(module, "rule_label"):
-        return module
-    return None
 
 
 def configured_label(path: str | Path | None = None) -> TimeoutLabel:
     """
-    A labeller showing each kind's rule and bounds, e.g.
-    ``read: idle φ>8, 1s..30s``, from the configuration at ``path`` (or the
-    defaults).
+    A labeller showing each kind's rule and bounds from the configuration
+    at ``path`` (or the defaults).
 
     The environment is deliberately ignored (``env={}``): committed diagrams
     must come out the same on every machine that checks them.
     """
-    timeouts = _timeouts_module()
-    if timeouts is None:
-        if path is not None:
-            raise RuntimeError("--timeouts needs fsmcancel.timeouts, which is not installed")
-        return bare_label
+    from fsmcancel import timeouts
+
     config = timeouts.load_config(path, env={})
 
     def label(kind: str) -> str:
@@ -72,3 +51,17 @@ class LazyLabel:
         if self._label is None:
             self._label = configured_label(self._path)
         return self._label(kind)
+
+
+_LABELS: dict[str | None, LazyLabel] = {}
+
+
+def declared_label(spec: MachineSpec) -> TimeoutLabel:
+    """
+    Timeout labels from the configuration the machine declared it runs with
+    (``OperationBuilder(timeouts=...)``), or the defaults; one loader per
+    file, since many machines share one.
+    """
+    if spec.timeouts not in _LABELS:
+        _LABELS[spec.timeouts] = LazyLabel(spec.timeouts)
+    return _LABELS[spec.timeouts]
