@@ -2,12 +2,14 @@
 Where Graphviz put every label, read from its own layout (``dot -Tjson``),
 and the overlaps between them.
 
-The boxes are Graphviz's: each text line's width is the one Graphviz laid
-out (the ``T`` drawing operation), its height the line height Graphviz
-reserves (1.2 x the font size, from 0.2 x below the baseline), and a node is
-its whole shape.  Two boxes overlap when they share more than
-``TOLERANCE`` points each way, which leaves room for Graphviz's rounding
-to two decimals and nothing more.
+Each text line's box is as wide as Graphviz laid it out (the ``T``
+drawing operation, with Graphviz's own font metrics) and as tall as the
+glyphs of its font can be: from ``DESCENT`` below the baseline to
+``ASCENT`` above it, in font sizes -- Helvetica's ascender is 0.72 and its
+descender 0.21, and no ASCII glyph reaches further; the line spacing
+around them is empty.  A node is its whole shape.  Two boxes overlap when
+they share more than ``TOLERANCE`` points each way, which leaves room for
+Graphviz's rounding to two decimals and nothing more.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from itertools import combinations
 from typing import Any
 
 TOLERANCE = 0.5
+ASCENT = 0.8
+DESCENT = 0.22
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,8 @@ def _texts(what: str, ops: list[dict[str, Any]]) -> list[Box]:
             width = float(op["width"])
             left = {"l": x, "c": x - width / 2, "r": x - width}[op["align"]]
             ink = (y, y + 0.7 * size)
-            boxes.append(Box(what, op["text"], left, y - 0.2 * size, left + width, y + size, ink))
+            top, bottom = y + ASCENT * size, y - DESCENT * size
+            boxes.append(Box(what, op["text"], left, bottom, left + width, top, ink))
     return boxes
 
 

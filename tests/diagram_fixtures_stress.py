@@ -119,7 +119,32 @@ GUARDED = MachineSpec(
     ),
 )
 
-FIXED = (LOOPS, PARALLEL, GUARDED)
+#: Names and labels full of what DOT, Mermaid, YAML and HTML treat specially.
+AWKWARD = MachineSpec(
+    name='we"ird: name; #1 <&>',
+    initial='say "hi"',
+    states=(
+        StateSpec('say "hi"', "running", ("a;b", "c:d"), ("child <&> machine",)),
+        StateSpec("default", "running"),
+        StateSpec("x-y", "cleanup"),
+        StateSpec("x y", "terminal"),
+        StateSpec("back\\slash <b>", "terminal"),
+        StateSpec("restyle", "running", ("x",)),
+    ),
+    transitions=(
+        TransitionSpec('say "hi"', "go", "default", "a:b;c#d"),
+        TransitionSpec('say "hi"', "cancel", "x y"),
+        TransitionSpec("default", "cancel", "x-y", "<stop>"),
+        TransitionSpec("default", "\\N", "back\\slash <b>", guard="a & b"),
+        TransitionSpec("default", "\\N", "default", "%%", guard="#35;"),
+        TransitionSpec("x-y", "closed", "x y"),
+        TransitionSpec("default", "turn direction LR", "restyle", "100%"),
+        TransitionSpec("restyle", "cancel", "x y"),
+        *_auto_cancels("x-y", "x y", "back\\slash <b>"),
+    ),
+)
+
+FIXED = (LOOPS, PARALLEL, GUARDED, AWKWARD)
 
 
 def random_machine(seed: int) -> MachineSpec:

@@ -36,7 +36,7 @@ DIRECTIONS: tuple[Direction, ...] = ("TB", "BT", "LR", "RL")
 #: Top to bottom.  fsmcancel machines are mostly a forward chain (start,
 #: running states, cleanup, terminal) whose edge labels are far wider than
 #: tall: laid out left to right every label widens the drawing, giving strips
-#: 3.4:1 to 6:1 that a README scales down to unreadable text; top to bottom
+#: 3.4:1 to 5.9:1 that a README scales down to unreadable text; top to bottom
 #: the labels sit beside the edges and only add a line of height per rank.
 DEFAULT_DIRECTION: Direction = "TB"
 
