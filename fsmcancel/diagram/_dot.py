@@ -43,11 +43,7 @@ EDGE_STYLES: dict[EdgeKind, list[tuple[str, str]]] = {
     ],
     "timeout": [("color", palette.TIMEOUT_COLOR), ("fontcolor", palette.TIMEOUT_COLOR)],
 }
-_TEXT_COLORS: dict[EdgeKind, str | None] = {
-    "plain": None,
-    "cancel": palette.CANCEL_COLOR,
-    "timeout": palette.TIMEOUT_COLOR,
-}
+_TEXT_COLORS = {kind: dict(style).get("fontcolor") for kind, style in EDGE_STYLES.items()}
 
 
 class Html(str):
