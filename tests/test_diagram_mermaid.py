@@ -22,6 +22,7 @@ import pytest
 
 from fsmcancel._spec import MachineSpec
 from fsmcancel.diagram import DIRECTIONS, find_machines, render
+from fsmcancel.diagram._files import file_stems
 from fsmcancel.diagram._model import DiagramView, build_view
 from fsmcancel.diagram._timeout_labels import declared_label
 from tests.diagram_fixtures_stress import FIXED, random_machine
@@ -147,7 +148,10 @@ def test_generated_mermaid_means_what_the_machine_says(read: dict[str, dict[str,
 def test_committed_mermaid_diagrams_parse_and_match(read: dict[str, dict[str, Any]]) -> None:
     committed = sorted(key for key in read if key.startswith("diagrams/"))
     assert committed
-    by_file = {f"diagrams/{spec.name}.mmd": spec for spec in _machines()}
+    # Named as `fsmcancel diagram examples` names them.
+    examples = [found.spec for found in find_machines("examples")]
+    stems = file_stems([spec.name for spec in examples])
+    by_file = {f"diagrams/{stem}.mmd": spec for stem, spec in zip(stems, examples, strict=True)}
     for key in committed:
         entry = read[key]
         assert entry["ok"], f"{key}: {entry.get('error')}"
