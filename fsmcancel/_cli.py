@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fsmcancel import _diagram_cli
+    from fsmcancel.diagram import _cli as diagram_cli
     from fsmcancel.timeouts import _cli as timeouts_cli
 
     parser = argparse.ArgumentParser(
@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     timeouts_cli.add_parser(commands)
-    _diagram_cli.add_parser(commands)
+    diagram_cli.add_parser(commands)
     return parser
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fsmcancel import _diagram_cli
-from fsmcancel._diagram_files import file_stems
+from fsmcancel.diagram import _cli as _diagram_cli
+from fsmcancel.diagram._files import file_stems
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
@@ -51,12 +51,14 @@ def test_writes_dot_and_mermaid_per_machine(tmp_path: Path) -> None:
     out = tmp_path / "diagrams"
     assert diagram(out, "--format", "dot,mermaid") == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "Lamp._machine.dot",
-        "Lamp._machine.mmd",
-        "door.dot",
-        "door.mmd",
+        "DoorInputs.dot",
+        "DoorInputs.mmd",
+        "Lamp.dot",
+        "Lamp.mmd",
         "download.dot",
         "download.mmd",
+        "tests.diagram_fixtures.dot",
+        "tests.diagram_fixtures.mmd",
     ]
     assert (out / "download.mmd").read_text(encoding="utf-8").startswith("---\ntitle:")
 
@@ -64,10 +66,10 @@ def test_writes_dot_and_mermaid_per_machine(tmp_path: Path) -> None:
 def test_rewrites_only_what_changed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     diagram(tmp_path, "--format", "dot,mermaid")
     capsys.readouterr()
-    (tmp_path / "door.dot").write_text("stale", encoding="utf-8")
+    (tmp_path / "DoorInputs.dot").write_text("stale", encoding="utf-8")
     assert diagram(tmp_path, "--format", "dot,mermaid") == 0
     wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote")]
-    assert wrote == [f"wrote {tmp_path / 'door.dot'}"]
+    assert wrote == [f"wrote {tmp_path / 'DoorInputs.dot'}"]
 
 
 def test_check_passes_on_fresh_and_fails_on_stale(
@@ -75,20 +77,20 @@ def test_check_passes_on_fresh_and_fails_on_stale(
 ) -> None:
     diagram(tmp_path, "--format", "dot,mermaid")
     assert diagram(tmp_path, "--check") == 0
-    (tmp_path / "door.mmd").write_text("stateDiagram-v2\n", encoding="utf-8")
+    (tmp_path / "DoorInputs.mmd").write_text("stateDiagram-v2\n", encoding="utf-8")
     (tmp_path / "download.dot").unlink()
     capsys.readouterr()
     assert diagram(tmp_path, "--check") == 1
     err = capsys.readouterr().err
-    assert f"{tmp_path / 'door.mmd'}: differs" in err
+    assert f"{tmp_path / 'DoorInputs.mmd'}: differs" in err
     assert f"{tmp_path / 'download.dot'}: missing" in err
-    assert "Lamp._machine" not in err
+    assert "Lamp" not in err
     assert "regenerate with: fsmcancel diagram tests.diagram_fixtures" in err
 
 
 def test_check_ignores_crlf_line_ends(tmp_path: Path) -> None:
     diagram(tmp_path, "--format", "dot,mermaid")
-    path = tmp_path / "door.mmd"
+    path = tmp_path / "DoorInputs.mmd"
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
     assert diagram(tmp_path, "--check") == 0
 
@@ -100,9 +102,44 @@ def test_check_writes_nothing(tmp_path: Path) -> None:
 
 
 @needs_dot
+def test_png_is_written_only_when_asked_and_checked_only_when_asked(tmp_path: Path) -> None:
+    assert diagram(tmp_path) == 0
+    assert not list(tmp_path.glob("*.png"))
+    assert diagram(tmp_path, "--format", "png") == 0
+    png = tmp_path / "download.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert diagram(tmp_path, "--check", "--format", "png") == 0
+    png.write_bytes(png.read_bytes()[:-1])
+    assert diagram(tmp_path, "--check") == 0
+    assert diagram(tmp_path, "--check", "--format", "png") == 1
+
+
+def test_direction_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert diagram(tmp_path, "--format", "dot,mermaid", "--direction", "lr") == 0
+    assert 'rankdir="LR"' in (tmp_path / "download.dot").read_text(encoding="utf-8")
+    assert "direction LR" in (tmp_path / "download.mmd").read_text(encoding="utf-8")
+    assert diagram(tmp_path, "--check", "--direction", "LR") == 0
+    capsys.readouterr()
+    # Checked against the default direction, the files are stale, and the
+    # command to regenerate them keeps the direction asked for.
+    assert diagram(tmp_path, "--check") == 1
+    assert diagram(tmp_path, "--check", "--direction", "BT") == 1
+    err = capsys.readouterr().err
+    assert "regenerate with: fsmcancel diagram tests.diagram_fixtures" in err
+    assert err.rstrip().endswith("--direction BT")
+
+
+def test_bad_direction_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli(["diagram", "tests.diagram_fixtures", "--direction", "sideways"])
+    assert info.value.code == 2
+    assert "SIDEWAYS" in capsys.readouterr().err
+
+
+@needs_dot
 def test_check_compares_svg_only_when_asked(tmp_path: Path) -> None:
     assert diagram(tmp_path) == 0  # all three formats by default
-    svg = tmp_path / "door.svg"
+    svg = tmp_path / "DoorInputs.svg"
     assert svg.read_text(encoding="utf-8").lstrip().startswith("<?xml")
     svg.write_text("<svg/>", encoding="utf-8")
     assert diagram(tmp_path, "--check") == 0
@@ -117,7 +154,8 @@ def test_missing_graphviz_is_explained(
     assert diagram(out) == 1
     err = capsys.readouterr().err
     assert "`dot`" in err and "apt-get install graphviz" in err
-    assert sorted(p.suffix for p in out.iterdir()) == [".dot", ".dot", ".dot"] + [".mmd"] * 3
+    assert "SVG and PNG" in err
+    assert sorted(p.suffix for p in out.iterdir()) == [".dot"] * 4 + [".mmd"] * 4
 
 
 @pytest.mark.parametrize(
@@ -139,9 +177,9 @@ def test_bad_target_exits_2_naming_it(
 
 def test_unknown_format_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        cli(["diagram", "tests.diagram_fixtures", "--format", "dot,png"])
+        cli(["diagram", "tests.diagram_fixtures", "--format", "dot,gif"])
     assert info.value.code == 2
-    assert "png" in capsys.readouterr().err
+    assert "gif" in capsys.readouterr().err
 
 
 def test_unreadable_timeouts_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -186,9 +224,10 @@ def test_a_machine_reached_twice_is_written_once(tmp_path: Path) -> None:
     targets = ["tests.diagram_fixtures", "tests.diagram_fixtures:door"]
     assert cli(["diagram", *targets, "--out", str(tmp_path), "--format", "mermaid"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "Lamp._machine.mmd",
-        "door.mmd",
+        "DoorInputs.mmd",
+        "Lamp.mmd",
         "download.mmd",
+        "tests.diagram_fixtures.mmd",
     ]
 
 
@@ -201,5 +240,5 @@ def test_targets_import_from_the_current_directory(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "diagram_fixtures_local", raising=False)
     assert diagram(Path("out"), "--format", "dot", target="diagram_fixtures_local") == 0
-    assert (tmp_path / "out" / "door.dot").is_file()
+    assert (tmp_path / "out" / "DoorInputs.dot").is_file()
     assert str(tmp_path) not in sys.path

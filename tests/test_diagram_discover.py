@@ -9,7 +9,7 @@ import pytest
 from fsmcancel.core._spec import StateSpec, TransitionSpec
 from fsmcancel.diagram import TargetError, find_machines, render, spec_of
 from tests import diagram_fixtures
-from tests.diagram_fixtures_parsers import parse_dot, parse_mermaid
+from tests.diagram_fixtures_parsers import expected_edges, parse_dot, parse_mermaid
 
 
 def test_module_target_finds_every_kind_of_machine_once() -> None:
@@ -19,17 +19,26 @@ def test_module_target_finds_every_kind_of_machine_once() -> None:
         "tests.diagram_fixtures:DOWNLOAD",
         "tests.diagram_fixtures:door",
         "tests.diagram_fixtures:Lamp._machine",
+        "tests.diagram_fixtures:machine",
     ]
-    assert [m.spec.name for m in found] == ["download", "door", "Lamp._machine"]
+    # Plain Automat machines are titled by their input protocol, class or
+    # module, not by the attribute that holds them.
+    assert [m.spec.name for m in found] == [
+        "download",
+        "DoorInputs",
+        "Lamp",
+        "tests.diagram_fixtures",
+    ]
 
 
 @pytest.mark.parametrize(
     ("target", "name"),
     [
         ("tests.diagram_fixtures:download", "download"),
-        ("tests.diagram_fixtures:door", "door"),
-        ("tests.diagram_fixtures:Lamp", "Lamp._machine"),
-        ("tests.diagram_fixtures:Lamp._machine", "Lamp._machine"),
+        ("tests.diagram_fixtures:door", "DoorInputs"),
+        ("tests.diagram_fixtures:Lamp", "Lamp"),
+        ("tests.diagram_fixtures:Lamp._machine", "Lamp"),
+        ("tests.diagram_fixtures:machine", "tests.diagram_fixtures"),
     ],
 )
 def test_attribute_targets(target: str, name: str) -> None:
@@ -86,11 +95,13 @@ def test_methodical_machine_spec() -> None:
     )
 
 
-@pytest.mark.parametrize("machine", [diagram_fixtures.door, diagram_fixtures.Lamp._machine])
+@pytest.mark.parametrize(
+    "machine", [diagram_fixtures.door, diagram_fixtures.Lamp._machine, diagram_fixtures.machine]
+)
 def test_automat_machines_render(machine: object) -> None:
     spec = spec_of(machine)
     dot = parse_dot(render(machine, "dot"))
     assert {s.name for s in spec.states} <= set(dot.nodes)
     mermaid = parse_mermaid(render(machine, "mermaid"))
     assert sorted(mermaid.names.values()) == sorted(s.name for s in spec.states)
-    assert len([e for e in mermaid.edges if "[*]" not in e[:2]]) == len(spec.transitions)
+    assert [(a, b) for a, b, _ in mermaid.edges if "[*]" not in (a, b)] == expected_edges(spec)

@@ -1,16 +1,26 @@
 """
 Describe a plain Automat machine as a :class:`MachineSpec`.
 
-Automat records only states, inputs and outputs, in an unordered set, so two
-things have to be decided here.  Order: states are listed breadth-first from
-the initial state (then any unreachable ones by name), which follows the
-machine's own flow and is stable across runs.  Kind: Automat has no cleanup
-states and does not record terminal ones, so a non-initial state with no
-transition out to another state is drawn as terminal.
+Owns: reading the structure Automat records (``__automat_automaton__`` of a
+``TypeMachine``, ``_automaton`` of a ``MethodicalMachine``; Automat offers
+no public accessor, and its own ``asDigraph()`` reads the same).  Must not
+touch: fsmcancel machines, which carry their own spec.
 
-``.returns(value)`` transitions are drawn without an output: the implementation
-Automat generates for them is named after ``repr(value)``, which may contain a
-memory address and would make the diagram change from run to run.
+Automat records only states, inputs and outputs, in an unordered set, so
+three things are decided here.  Title: the typed machine's input protocol
+(``DoorInputs``), or the class that defines a ``MethodicalMachine``'s
+inputs (``Lamp``), else their module -- never the attribute that holds the
+machine, which as often as not is just called ``machine``.  Order: states
+are listed breadth-first from the initial state (then any unreachable ones
+by name), which follows the machine's own flow and is stable across runs.
+Kind: Automat has no cleanup states and does not record terminal ones, so a
+non-initial state with no transition out to another state is drawn as
+terminal.
+
+``.returns(value)`` transitions are drawn without an output: the
+implementation Automat generates for them is named after ``repr(value)``,
+which may contain a memory address and would make the diagram change from
+run to run.
 """
 
 from __future__ import annotations
@@ -36,8 +46,8 @@ def spec_from_automat(machine: object, name: str | None = None) -> MachineSpec:
     """
     The spec of an ``automat.TypeMachine`` or ``automat.MethodicalMachine``.
 
-    ``name`` defaults to the typed machine's input protocol name, or
-    ``"MethodicalMachine"``; discovery passes the attribute's qualified name.
+    ``name`` defaults to the typed machine's input protocol name, or the
+    class (else module) that defines a ``MethodicalMachine``'s inputs.
     """
     state_name: Callable[[Any], str]
     input_name: Callable[[Any], str]
@@ -47,10 +57,9 @@ def spec_from_automat(machine: object, name: str | None = None) -> MachineSpec:
         state_name, input_name, output_name = _typed_name, str, _typed_name
         default = machine.__automat_type__.__name__.removeprefix("Typed<").removesuffix(">")
     elif isinstance(machine, MethodicalMachine):
-        # Automat offers no public accessor; asDigraph() reads this too.
         automaton = machine._automaton
         state_name = input_name = output_name = _method_name
-        default = "MethodicalMachine"
+        default = _owner(automaton.inputAlphabet())
     else:
         raise TypeError(f"not an Automat machine: {machine!r}")
     transitions = [
@@ -64,6 +73,17 @@ def spec_from_automat(machine: object, name: str | None = None) -> MachineSpec:
     ]
     initial = state_name(automaton.initialState)
     return _ordered(name or default, initial, transitions)
+
+
+def _owner(inputs: Iterable[Any]) -> str:
+    """
+    Where a ``MethodicalMachine``'s input methods are defined: ``Lamp`` for
+    ``Lamp.flip``, the module for a module-level function.
+    """
+    for symbol in sorted(inputs, key=_method_name):
+        owner, _, _ = symbol.method.__qualname__.rpartition(".")
+        return str(owner.replace(".<locals>", "") or symbol.method.__module__)
+    return "MethodicalMachine"
 
 
 def _typed_name(thing: Any) -> str:

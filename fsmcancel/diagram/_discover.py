@@ -1,6 +1,9 @@
 """
 Finding the machines a ``fsmcancel diagram`` target names.
 
+Owns: importing targets and walking modules, packages and classes.  Must
+not touch: what counts as a machine (``_machines``) or drawing.
+
 A target is ``module``, ``package`` (the package and its public submodules)
 or ``module:attribute.path``.  In a module (or class)
 we look at module-level values and, recursively, at the attributes of
@@ -23,8 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
-from fsmcancel._diagram_automat import is_automat_machine, spec_from_automat
 from fsmcancel.core._spec import MachineSpec
+from fsmcancel.diagram._from_automat import is_automat_machine, spec_from_automat
+from fsmcancel.diagram._machines import spec_attribute
 
 
 class TargetError(Exception):
@@ -43,19 +47,7 @@ class FoundMachine:
     spec: MachineSpec
 
 
-def spec_attribute(value: object) -> MachineSpec | None:
-    """
-    ``value.spec`` if it is a :class:`MachineSpec`: fsmcancel machine
-    factories and live operations both carry one.
-    """
-    try:
-        spec = getattr(value, "spec", None)
-    except Exception:  # a hostile __getattr__ is not a machine
-        return None
-    return spec if isinstance(spec, MachineSpec) else None
-
-
-def _as_machine(value: object, qualname: str) -> tuple[int, MachineSpec] | None:
+def _as_machine(value: object) -> tuple[int, MachineSpec] | None:
     """
     ``(identity, spec)`` if ``value`` is drawable; identity dedupes.
     """
@@ -67,7 +59,7 @@ def _as_machine(value: object, qualname: str) -> tuple[int, MachineSpec] | None:
     if spec is not None:
         return id(spec), spec
     if is_automat_machine(value):
-        return id(value), spec_from_automat(value, qualname)
+        return id(value), spec_from_automat(value)
     return None
 
 
@@ -91,7 +83,7 @@ def _collect(
     found: list[FoundMachine] = []
     seen = set() if seen is None else seen
     for qualname, value in items:
-        machine = _as_machine(value, qualname)
+        machine = _as_machine(value)
         if machine is not None and machine[0] not in seen:
             seen.add(machine[0])
             found.append(FoundMachine(f"{module}:{qualname}", machine[1]))
@@ -166,7 +158,7 @@ def find_machines(target: str) -> list[FoundMachine]:
     if inspect.isclass(value):
         items = _scan(dict(vars(value)), f"{path}.", value.__module__)
         return _collect(target, items, module.__name__)
-    machine = _as_machine(value, path)
+    machine = _as_machine(value)
     if machine is None:
         raise TargetError(
             f"{target} is not an fsmcancel operation or Automat machine "

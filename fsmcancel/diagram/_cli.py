@@ -1,11 +1,16 @@
 """
-``fsmcancel diagram TARGET... [--out DIR] [--format dot,mermaid,svg] [--check]``.
+``fsmcancel diagram TARGET... [--out DIR] [--format dot,mermaid,svg,png]
+[--direction TB|BT|LR|RL] [--timeouts FILE] [--check]``.
+
+Owns: the command's options, messages and exit status.  Must not touch:
+finding (``_discover``), drawing (``_render``) or writing (``_files``),
+which it calls in that order.
 
 ``--check`` compares DOT and Mermaid only unless ``--format`` is given:
-SVG bytes depend on the Graphviz version (and fonts) of whoever rendered
-them, so checking them by default would fail CI for reasons unrelated to
-the code.  Exit status: 0 success, 1 stale diagrams or SVG impossible,
-2 a bad target or option.
+SVG and PNG bytes depend on the Graphviz version (and fonts) of whoever
+rendered them, so checking them by default would fail CI for reasons
+unrelated to the code.  Exit status: 0 success, 1 stale diagrams or
+SVG/PNG impossible, 2 a bad target or option.
 """
 
 from __future__ import annotations
@@ -17,20 +22,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fsmcancel._diagram_model import TimeoutLabel
-from fsmcancel._diagram_timeouts import configured_label
 from fsmcancel.core._spec import MachineSpec
-from fsmcancel.diagram import (
+from fsmcancel.diagram._discover import TargetError, find_machines
+from fsmcancel.diagram._files import Content, stale_diagrams, write_diagrams
+from fsmcancel.diagram._graphviz import GraphvizNotFound, find_dot
+from fsmcancel.diagram._model import DEFAULT_DIRECTION, DIRECTIONS, TimeoutLabel
+from fsmcancel.diagram._render import (
+    DEFAULT_FORMATS,
     FORMATS,
+    GRAPHVIZ_FORMATS,
     DiagramFormat,
-    GraphvizNotFound,
-    TargetError,
     diagram_files,
-    find_dot,
-    find_machines,
-    stale_diagrams,
-    write_diagrams,
 )
+from fsmcancel.diagram._timeout_labels import configured_label
 
 CHECKED_BY_DEFAULT: tuple[DiagramFormat, ...] = ("dot", "mermaid")
 
@@ -54,13 +58,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "diagram",
         help="write (or --check) state diagrams of the machines in modules",
         description=(
-            "Write DOT, Mermaid and SVG diagrams of every fsmcancel operation and "
-            "Automat machine in each TARGET (a module or module:attribute). "
-            "SVG needs Graphviz's `dot` (Debian: apt-get install graphviz)."
+            "Write DOT, Mermaid and SVG (or PNG) diagrams of every fsmcancel operation "
+            "and Automat machine in each TARGET (a module, package or module:attribute). "
+            "SVG and PNG need Graphviz's `dot` (Debian: apt-get install graphviz)."
         ),
         epilog=(
-            "--check compares DOT and Mermaid only, unless --format names svg: SVG "
-            "output differs between Graphviz versions."
+            "--check compares DOT and Mermaid only, unless --format names svg or png: "
+            "their bytes differ between Graphviz versions."
         ),
     )
     parser.add_argument(
@@ -79,7 +83,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=_formats,
         default=None,
         metavar="FORMATS",
-        help="comma-separated: dot,mermaid,svg (default: all; with --check, dot,mermaid)",
+        help=(
+            f"comma-separated: {','.join(FORMATS)} (default: {','.join(DEFAULT_FORMATS)}; "
+            f"with --check, {','.join(CHECKED_BY_DEFAULT)})"
+        ),
+    )
+    parser.add_argument(
+        "--direction",
+        type=str.upper,
+        choices=DIRECTIONS,
+        default=DEFAULT_DIRECTION,
+        help=f"layout direction: top to bottom, bottom to top... (default: {DEFAULT_DIRECTION})",
     )
     parser.add_argument(
         "--check",
@@ -91,7 +105,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="timeout configuration (TOML) for timeout labels (default: built-in defaults)",
+        help="timeout configuration (TOML) for timeout labels (default: each machine's own)",
     )
     parser.set_defaults(func=run)
     return parser
@@ -125,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     Carry out ``fsmcancel diagram``; return the exit status.
     """
     formats: tuple[DiagramFormat, ...] = args.formats or (
-        CHECKED_BY_DEFAULT if args.check else FORMATS
+        CHECKED_BY_DEFAULT if args.check else DEFAULT_FORMATS
     )
     try:
         specs = _find(args.targets)
@@ -133,12 +147,12 @@ def run(args: argparse.Namespace) -> int:
         _error(str(e))
         return 2
     status = 0
-    if "svg" in formats:
+    if any(fmt in GRAPHVIZ_FORMATS for fmt in formats):
         try:
             find_dot()
         except GraphvizNotFound as e:
             _error(str(e))
-            formats = tuple(fmt for fmt in formats if fmt != "svg")
+            formats = tuple(fmt for fmt in formats if fmt not in GRAPHVIZ_FORMATS)
             status = 1
     label: TimeoutLabel | None = None  # each machine's own configuration
     if args.timeouts is not None:
@@ -147,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception as e:  # whatever the config loader raises, report it plainly
             _error(f"--timeouts {args.timeouts}: {e}")
             return 2
-    files = diagram_files(specs, args.out, formats, timeout_label=label)
+    files = diagram_files(specs, args.out, formats, timeout_label=label, direction=args.direction)
     if args.check:
         return max(status, _check(args, files))
     for path in write_diagrams(files):
@@ -156,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _check(args: argparse.Namespace, files: dict[Path, str]) -> int:
+def _check(args: argparse.Namespace, files: dict[Path, Content]) -> int:
     stale = stale_diagrams(files)
     for path, problem in stale:
         _error(f"{path}: {problem}")
@@ -166,6 +180,8 @@ def _check(args: argparse.Namespace, files: dict[Path, str]) -> int:
     command = ["fsmcancel", "diagram", *args.targets, "--out", str(args.out)]
     if args.formats:
         command += ["--format", ",".join(args.formats)]
+    if args.direction != DEFAULT_DIRECTION:
+        command += ["--direction", args.direction]
     if args.timeouts:
         command += ["--timeouts", str(args.timeouts)]
     _error(f"{len(stale)} diagram file(s) are stale; regenerate with: {shlex.join(command)}")
