@@ -26,6 +26,10 @@ from fsmcancel._logging import TwistedLoggerFactory
 from fsmcancel._operation import Operation, TransitionRecord
 from fsmcancel._registry import Registry
 from fsmcancel._spec import MachineSpec, StateSpec, TransitionSpec
+from fsmcancel._version import __version__
+
+# Last: the service module imports the core names above from this package.
+from fsmcancel.service import OperationService
 
 __all__ = [
     "Cancellable",
@@ -38,6 +42,7 @@ __all__ = [
     "OperationCancelled",
     "OperationFactory",
     "OperationIncomplete",
+    "OperationService",
     "ReentrantInputError",
     "Registry",
     "State",
@@ -46,4 +51,5 @@ __all__ = [
     "TransitionSpec",
     "TwistedLoggerFactory",
     "UnexpectedInput",
+    "__version__",
 ]
