@@ -55,7 +55,8 @@ class OperationService(Service):
     - cancels every live tracked operation once, with the reason
       ``"service stopping"``;
     - returns a Deferred that fires (with ``None``) when every one of them
-      has completed, after its cleanup;
+      has completed, after its cleanup, and one more reactor turn (in which
+      connections aborted by the cleanup close their sockets);
     - after ``grace`` seconds, forces what is left with
       ``op.force("service stopping: grace period of N s ran out")``.
 
@@ -97,6 +98,8 @@ class OperationService(Service):
         self._accepting = True
         # The ids a stop in progress waits for, and who waits for it.
         self._stopping: set[int] | None = None
+        # The ids this service has cancelled: it never asks twice.
+        self._cancelled: set[int] = set()
         self._waiters: list[Deferred[None]] = []
         self._grace_timer: IDelayedCall | None = None
         self._forcing = False
@@ -121,13 +124,7 @@ class OperationService(Service):
         if not self._accepting:
             if self._stopping is not None:
                 self._stopping.add(op.id)
-            if op.state == op.spec.initial:
-                # Not started yet: whoever created it is about to start it,
-                # and a start after the cancel would raise UnexpectedInput.
-                # Cancel it once the current call is over.
-                self._clock.callLater(0, self._stop_one, op)
-            else:
-                self._stop_one(op)
+            self._stop_one(op)
         return op
 
     def operations(self) -> list[Operation[Any, Any]]:
@@ -143,6 +140,7 @@ class OperationService(Service):
         # The outcome belongs to whoever started the operation; this
         # observer only counts it out (and so consumes its own copy).
         self._live.pop(op.id, None)
+        self._cancelled.discard(op.id)
         stopping = self._stopping
         if stopping is not None:
             stopping.discard(op.id)
@@ -167,28 +165,41 @@ class OperationService(Service):
         """
         super().stopService()  # type: ignore[no-untyped-call]
         self._accepting = False
-        waiter: Deferred[None] = Deferred(self._stop_cancelled)
-        if self._stopping is None:
-            live = self.operations()
+        live = self.operations()
+        stopping = self._stopping
+        if stopping is None:
             if not live:
                 return succeed(None)
-            self._stopping = {op.id for op in live}
+            stopping = self._stopping = set()
             self._forcing = False
             _LOG.info("service stopping", operations=len(live), grace=self.grace)
             self._grace_timer = self._clock.callLater(self.grace, self._grace_ran_out)
-            self._waiters = [waiter]
-            for op in live:
-                self._stop_one(op)
-        else:
-            # A stop already in progress: wait for the same operations, and
-            # cancel none of them twice.
-            self._waiters.append(waiter)
+        # A stop already in progress waits for what it waited for, plus what
+        # was tracked since a restart.  Ids first: a cancel may complete an
+        # operation, and so the stop, at once.
+        new = [op for op in live if op.id not in stopping]
+        stopping.update(op.id for op in new)
+        waiter: Deferred[None] = Deferred(self._stop_cancelled)
+        self._waiters.append(waiter)
+        for op in new:
+            self._stop_one(op)
         return waiter
 
-    def _stop_one(self, op: Operation[Any, Any]) -> None:
-        if self._forcing:
+    def _stop_one(self, op: Operation[Any, Any], now: bool = False) -> None:
+        """
+        Cancel ``op`` (once), or force it once the grace period has run out.
+        """
+        if op.done:
+            return
+        if not now and op.state == op.spec.initial:
+            # Not started yet: whoever created it may be about to start it,
+            # and a start after the cancel would raise UnexpectedInput.  Do
+            # it once the current call is over.
+            self._clock.callLater(0, self._stop_one, op, True)
+        elif self._forcing:
             op.force(self._forced_reason())
-        else:
+        elif op.id not in self._cancelled:
+            self._cancelled.add(op.id)
             op.cancel(STOPPING)
 
     def _forced_reason(self) -> str:
@@ -230,6 +241,14 @@ class OperationService(Service):
         if timer is not None and timer.active():
             timer.cancel()
         waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.called:
-                waiter.callback(None)
+        # One more reactor turn before saying so: an aborted connection
+        # (the usual release of a transport) closes its socket in a
+        # callLater(0), and a reactor shutting down as soon as this fires
+        # would never run it, leaving the peer to notice at process exit.
+        self._clock.callLater(0, _fire, waiters)
+
+
+def _fire(waiters: list[Deferred[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.called:
+            waiter.callback(None)
