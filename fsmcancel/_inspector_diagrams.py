@@ -258,4 +258,3 @@ def text_view(spec: MachineSpec, state: str) -> str:
                 arrow += f"  ({t.output})"
             lines.append(html.escape(arrow))
     return '<pre class="diagram text">' + "\n".join(lines) + "</pre>"
-
