@@ -14,12 +14,14 @@ from collections.abc import Sequence
 
 def _parser() -> argparse.ArgumentParser:
     from fsmcancel import _diagram_cli
+    from fsmcancel._version import __version__
     from fsmcancel.timeouts import _cli as timeouts_cli
 
     parser = argparse.ArgumentParser(
         prog="fsmcancel",
         description="Cancellable Twisted operations as Automat state machines.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     timeouts_cli.add_parser(commands)
     _diagram_cli.add_parser(commands)

@@ -13,17 +13,20 @@ does, and its session is forced when the grace period runs out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from tests.reactor_util import iterate_until, reactor
@@ -65,35 +68,75 @@ class PeerProtocol(Protocol):
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
         self.peer.lost = reason
         program = self.peers.program
-        self.peer.closed_while_program_alive = program is not None and program.ended is None
+        self.peer.closed_while_program_alive = program is not None and program.alive
 
 
-class Program(ProcessProtocol):
+class Program:
     """
-    The program under test: its stdout lines, and how it ended.
+    The program under test, and what it printed so far.
+
+    A ``subprocess.Popen`` whose pipes are read without blocking, between
+    iterations of this process's reactor: Twisted's ``spawnProcess`` learns
+    that a child exited from SIGCHLD, whose handler only a running reactor
+    installs, so under ``reactor.iterate`` it may never notice.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, args: list[str]) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "tests.service_shutdown_program", *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.out = b""
         self.err = b""
-        self.ended: Failure | None = None
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            assert pipe is not None
+            os.set_blocking(pipe.fileno(), False)
 
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
+    def read(self) -> None:
+        """
+        Take what the program wrote (its debug log would fill a pipe).
+        """
+        for name, pipe in (("out", self.popen.stdout), ("err", self.popen.stderr)):
+            assert pipe is not None
+            with contextlib.suppress(BlockingIOError):
+                while data := os.read(pipe.fileno(), 65536):
+                    setattr(self, name, getattr(self, name) + data)
 
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
+    def draining(self, condition: Callable[[], bool]) -> Callable[[], bool]:
+        """
+        ``condition``, checked after reading what the program wrote.
+        """
 
-    def processEnded(self, reason: Failure) -> None:
-        self.ended = reason
+        def check() -> bool:
+            self.read()
+            return condition()
+
+        return check
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
 
     def lines(self) -> list[str]:
+        self.read()
         return self.out.decode().splitlines()
 
     def said(self, line: str) -> bool:
         return line in self.lines()
 
+    def exit(self) -> int:
+        """
+        Close its standard input (which it waits for), and wait for its exit.
+        """
+        self.popen.communicate(timeout=30)  # reads the rest, closes stdin
+        return self.popen.returncode
+
     def __str__(self) -> str:
+        self.read()
         return f"stdout: {self.out.decode()!r}\nstderr: {self.err.decode()!r}"
 
 
@@ -108,18 +151,11 @@ def test_reactor_shutdown_closes_every_connection_before_exit(stop: str) -> None
     polite, rude = Peers(polite=True), Peers(polite=False)
     ports = [listen(peers) for peers in (polite, rude)]
     polite_port, rude_port = (port.getHost().port for port in ports)
-    program = Program()
-    polite.program = rude.program = program
     args = ["--grace", str(GRACE), "--stop", stop]
     for port in (polite_port, polite_port, polite_port, rude_port):
         args += ["--peer", str(port)]
-    process = reactor.spawnProcess(
-        program,
-        sys.executable,
-        [sys.executable, "-m", "tests.service_shutdown_program", *args],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        path=str(ROOT),
-    )
+    program = Program(args)
+    polite.program = rude.program = program
     try:
         peers = polite.seen + rude.seen
 
@@ -127,20 +163,23 @@ def test_reactor_shutdown_closes_every_connection_before_exit(stop: str) -> None
             seen = polite.seen + rude.seen
             return len(seen) == 4 and all(p.received == b"HELLO\n" for p in seen)
 
-        iterate_until(all_hello, what=lambda: f"four sessions to say HELLO\n{program}")
+        iterate_until(
+            program.draining(all_hello),
+            what=lambda: f"four sessions to say HELLO\n{program}",
+        )
         peers = polite.seen + rude.seen
         assert all(p.lost is None for p in peers)
 
-        os.kill(process.pid, signal.SIGUSR1 if stop == "usr1" else signal.SIGTERM)
+        program.popen.send_signal(signal.SIGUSR1 if stop == "usr1" else signal.SIGTERM)
         iterate_until(
-            lambda: program.said("reactor stopped") or program.ended is not None,
+            lambda: program.said("reactor stopped") or not program.alive,
             what=lambda: f"the reactor to stop\n{program}",
         )
-        assert program.ended is None, f"the program exited early\n{program}"
+        assert program.alive, f"the program exited early\n{program}"
         # The program is alive, waiting on its stdin: every connection must
         # already be closed (or be closing: let this reactor see the FIN/RST).
         iterate_until(
-            lambda: all(p.lost is not None for p in peers),
+            program.draining(lambda: all(p.lost is not None for p in peers)),
             what=lambda: f"every peer to see its connection closed: {peers}",
         )
         assert all(p.closed_while_program_alive for p in peers), peers
@@ -164,10 +203,8 @@ def test_reactor_shutdown_closes_every_connection_before_exit(stop: str) -> None
             }
         ]
     finally:
-        if program.ended is None:
-            process.closeStdin()
-            iterate_until(lambda: program.ended is not None, what=lambda: f"exit\n{program}")
+        status = program.exit()
         for port in ports:
             port.stopListening()
-    assert program.ended is not None and program.ended.value.exitCode == 0, program
+    assert status == 0, program
     assert b"Traceback" not in program.err, program
