@@ -34,6 +34,7 @@ from tests.test_inspector import (
     evil_machine,
     finish,
     graphviz,
+    group_of,
 )
 from tests.test_poetry_proxy import Running, Spawn, connect, slow_server, spawn
 
@@ -104,17 +105,6 @@ def rows(dom: Element) -> dict[str, tuple[str, str, list[str]]]:
     return found
 
 
-def group(dom: Element, machine: str, state: str) -> Element:
-    [found] = dom.find_all(
-        lambda e: (
-            e.tag == "section"
-            and e.attrs.get("data-machine") == machine
-            and e.attrs.get("data-state") == state
-        )
-    )
-    return found
-
-
 def test_the_page_in_chromium_while_operations_are_live(spawn: Spawn, tmp_path: Path) -> None:
     server = slow_server(spawn, delay=5.0, chunk=10)  # never finishes within the test
     proxy: Running = spawn(
@@ -140,7 +130,7 @@ def test_the_page_in_chromium_while_operations_are_live(spawn: Spawn, tmp_path: 
         )
         assert list(downloads.values()) == [("poem-download", "receiving", ["upstream connection"])]
         for machine, state in (("proxy-request", "waiting"), ("poem-download", "receiving")):
-            section = group(dom, machine, state)
+            section = group_of(dom, machine, state)
             if graphviz():
                 [svg] = section.by_tag("svg")
                 assert current_node_titles(svg) == [state]
@@ -186,4 +176,4 @@ def test_hostile_names_stay_text_in_chromium(tmp_path: Path) -> None:
     assert (machine, state, resources) == (EVIL_MACHINE, EVIL_STATE, [EVIL_RESOURCE])
     assert name == f"{EVIL_MACHINE}#{op.id}"
     if graphviz():
-        assert current_node_titles(group(dom, EVIL_MACHINE, EVIL_STATE)) == [EVIL_STATE]
+        assert current_node_titles(group_of(dom, EVIL_MACHINE, EVIL_STATE)) == [EVIL_STATE]

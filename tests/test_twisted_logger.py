@@ -8,28 +8,19 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import structlog
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, eventAsText, globalLogPublisher
+from twisted.logger import eventAsText
 
 from fsmcancel import TwistedLoggerFactory
 from tests.test_core import Core, download_factory
+from tests.test_logging import twisted_events
 
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    observer = cast(ILogObserver, seen.append)
-    globalLogPublisher.addObserver(observer)
-    try:
-        yield seen
-    finally:
-        globalLogPublisher.removeObserver(observer)
-        structlog.reset_defaults()
+__all__ = ["twisted_events"]  # the fixture, shared with test_logging.py
 
 
 def configure(factory: TwistedLoggerFactory, wrapper: Any = None) -> None:
@@ -49,7 +40,9 @@ def named(events: list[dict[str, Any]], event: str) -> dict[str, Any]:
 # -- namespaces ---------------------------------------------------------------
 
 
-def test_each_logger_emits_in_the_namespace_of_its_name(events: list[dict[str, Any]]) -> None:
+def test_each_logger_emits_in_the_namespace_of_its_name(
+    twisted_events: list[dict[str, Any]],
+) -> None:
     configure(TwistedLoggerFactory())
     structlog.get_logger("myapp").info("app event", answer=42)
     structlog.get_logger("myapp.db").warning("db event")
@@ -58,24 +51,26 @@ def test_each_logger_emits_in_the_namespace_of_its_name(events: list[dict[str, A
     op.completion.addErrback(lambda f: None)
     op.cancel("shutting down")
 
-    assert named(events, "app event")["log_namespace"] == "myapp"
-    assert named(events, "app event")["answer"] == 42
-    assert named(events, "db event")["log_namespace"] == "myapp.db"
-    assert named(events, "cancel")["log_namespace"] == "fsmcancel"
+    assert named(twisted_events, "app event")["log_namespace"] == "myapp"
+    assert named(twisted_events, "app event")["answer"] == 42
+    assert named(twisted_events, "db event")["log_namespace"] == "myapp.db"
+    assert named(twisted_events, "cancel")["log_namespace"] == "fsmcancel"
 
 
-def test_an_unnamed_logger_emits_in_the_logging_module(events: list[dict[str, Any]]) -> None:
+def test_an_unnamed_logger_emits_in_the_logging_module(
+    twisted_events: list[dict[str, Any]],
+) -> None:
     configure(TwistedLoggerFactory())
     structlog.get_logger().info("unnamed")
-    assert named(events, "unnamed")["log_namespace"] == __name__
+    assert named(twisted_events, "unnamed")["log_namespace"] == __name__
 
 
-def test_an_unnamed_logger_uses_the_given_namespace(events: list[dict[str, Any]]) -> None:
+def test_an_unnamed_logger_uses_the_given_namespace(twisted_events: list[dict[str, Any]]) -> None:
     configure(TwistedLoggerFactory(namespace="myapp"))
     structlog.get_logger().info("unnamed")
     structlog.get_logger("other").info("named")
-    assert named(events, "unnamed")["log_namespace"] == "myapp"
-    assert named(events, "named")["log_namespace"] == "other"
+    assert named(twisted_events, "unnamed")["log_namespace"] == "myapp"
+    assert named(twisted_events, "named")["log_namespace"] == "other"
 
 
 # -- exceptions ---------------------------------------------------------------
@@ -116,7 +111,7 @@ FORMS: dict[str, Callable[[BaseException], None]] = {
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("wrapper", ["filtering", "generic"])
 def test_every_form_of_exc_info_keeps_the_traceback(
-    events: list[dict[str, Any]], form: str, wrapper: str
+    twisted_events: list[dict[str, Any]], form: str, wrapper: str
 ) -> None:
     configure(
         TwistedLoggerFactory(),
@@ -126,7 +121,7 @@ def test_every_form_of_exc_info_keeps_the_traceback(
         explode()
     except Boom as e:
         FORMS[form](e)
-    event = named(events, "it failed")
+    event = named(twisted_events, "it failed")
     failure = event["log_failure"]
     assert failure.check(Boom) and str(failure.value) == "the disk is on fire"
     text = eventAsText(event, includeTraceback=True)
@@ -135,12 +130,12 @@ def test_every_form_of_exc_info_keeps_the_traceback(
     assert "exc_info" not in event
 
 
-def test_no_exception_no_failure(events: list[dict[str, Any]]) -> None:
+def test_no_exception_no_failure(twisted_events: list[dict[str, Any]]) -> None:
     configure(TwistedLoggerFactory())
     log = structlog.get_logger("myapp")
     log.error("no exception being handled", exc_info=True)
     log.info("told there is none", exc_info=False)
     log.exception("exception() outside an except block")
     for name in ("no exception being handled", "told there is none"):
-        assert "log_failure" not in named(events, name)
-    assert "log_failure" not in named(events, "exception() outside an except block")
+        assert "log_failure" not in named(twisted_events, name)
+    assert "log_failure" not in named(twisted_events, "exception() outside an except block")
