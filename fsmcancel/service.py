@@ -69,10 +69,13 @@ class OperationService(Service):
     already created them, and their completion is where their end is
     reported.  They are cancelled at once with the same reason, or forced at
     once if the grace period has already run out, and a stop in progress
-    waits for them too.  One still in its initial state is cancelled a
-    reactor turn later (``callLater(0)``), so that whoever created it can
-    start it first, whichever order it does the two in.  ``startService``
-    accepts operations again.
+    waits for them too.  ``startService`` accepts operations again.
+
+    An operation still in its initial state when the service comes to
+    cancel it is cancelled a reactor turn later (``callLater(0)``): whoever
+    created it may be about to start it, and a start after the cancel would
+    raise ``UnexpectedInput``.  So tracking before or after starting are
+    both right.
 
     :param grace: seconds to wait for cleanup before forcing; a finite
         number >= 0.
@@ -132,9 +135,6 @@ class OperationService(Service):
         The tracked operations that have not completed, oldest first.
         """
         return [op for _, op in sorted(self._live.items())]
-
-    def __len__(self) -> int:
-        return len(self._live)
 
     def _completed(self, result: object, op: Operation[Any, Any]) -> None:
         # The outcome belongs to whoever started the operation; this

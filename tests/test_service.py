@@ -142,7 +142,7 @@ def test_stop_cancels_every_operation_and_waits_for_each_cleanup(
     # politely: nothing fires until the peers answer.
     assert [op.state for op in (quick, slow, slower)] == ["done", "closing", "closing"]
     assert [op.core.cancelled for op in (quick, slow, slower)] == [["work"]] * 3
-    assert stopped == [] and len(operations) == 2
+    assert stopped == [] and len(operations.operations()) == 2
     assert cancelled_reason(completions[0][0]).reason == STOPPING
 
     slow.core.bye.callback("bye")
@@ -156,7 +156,7 @@ def test_stop_cancels_every_operation_and_waits_for_each_cleanup(
         error = cancelled_reason(seen[0])
         assert error.reason == STOPPING and not error.forced
     assert clock.getDelayedCalls() == []  # the grace timer was disarmed
-    assert len(operations) == 0
+    assert operations.operations() == []
 
 
 def test_grace_period_forces_what_is_left(
@@ -326,8 +326,8 @@ def test_completed_operations_are_not_held(clock: Clock) -> None:
     operations = OperationService(clock=clock)
     op = start_job(operations, clock)
     op.core.work.callback("result")
-    assert len(operations) == 0
-    assert operations.track(op) is op and len(operations) == 0  # done: nothing to track
+    assert operations.operations() == []
+    assert operations.track(op) is op and operations.operations() == []  # done: nothing to track
     ref = weakref.ref(op)
     del op
     gc.collect()
