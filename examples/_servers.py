@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from twisted.internet import reactor
@@ -17,10 +17,11 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
 
 
-def setup_logging(level: int = logging.DEBUG) -> None:
+def setup_logging(level: int = logging.DEBUG, file: TextIO | None = None) -> None:
     """
-    Readable structlog output on stderr: one line per event, colours only on
-    a terminal.  Production code would pick JSON instead (see the README).
+    Readable structlog output on stderr (or ``file``, which writes to it):
+    one line per event, colours only on a terminal.  Production code would
+    pick JSON instead (see the README).
     """
     structlog.configure(
         processors=[
@@ -29,7 +30,7 @@ def setup_logging(level: int = logging.DEBUG) -> None:
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file or sys.stderr),
         cache_logger_on_first_use=True,
     )
 

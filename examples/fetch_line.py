@@ -150,17 +150,23 @@ def main(log_level: int = logging.INFO) -> int:
     from twisted.internet.task import deferLater
 
     from examples._servers import listen_slow_lines, setup_logging
+    from fsmcancel import OperationService
 
     setup_logging(log_level)
     server = listen_slow_lines(delay=0.5)
     port = cast(IPv4Address, server.port.getHost()).port
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     outcome: list[str] = []
+    # Whatever stops the reactor (Ctrl-C included), the operations still
+    # running are cancelled, and their cleanup waited for, before it does.
+    operations = OperationService()
+    operations.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", operations.stopService)
 
     async def run() -> None:
-        text = await fetch_line(endpoint).completion
+        text = await operations.track(fetch_line(endpoint)).completion
         print(f"1. fetched: {text!r}")
-        op = fetch_line(endpoint)
+        op = operations.track(fetch_line(endpoint))
         await deferLater(reactor, 0.2, lambda: None)
         print(f"2. cancelling while in state {op.state!r}, holding {list(op.resources)}")
         op.cancel("the user changed their mind")

@@ -3,7 +3,7 @@ Download blobs from several HTTP mirrors that can stall silently (the
 Tahoe-LAFS case, over HTTP).
 
     python -m examples.mirror_fetch --mirror http://127.0.0.1:8001 \\
-        --mirror http://127.0.0.1:8002 --count 100 --out blobs/ --json
+        --mirror http://127.0.0.1:8002 --count 100 --out blobs/ --json [--inspect 8080]
 
 Blob ``i`` is ``GET {mirror}/blob/{i}``, written to ``OUT/i`` atomically (a
 temporary file in ``OUT``, then ``os.replace``).  Each blob is one fsmcancel
@@ -34,10 +34,13 @@ operation (`blob_fetch_machine`) that owns its HTTP request:
 
 Timeouts come from a TOML file (``--timeouts``, default
 ``examples/mirror_timeouts.toml``) through ``fsmcancel.timeouts``: one
-estimator per (mirror, kind).  Ctrl-C cancels every in-flight operation
-through its completion Deferred; the releases delete the temporary files and
-abort the connections, the pool's idle connections are closed, one summary
-line is printed and the exit status is 130.
+estimator per (mirror, kind).  Ctrl-C stops the ``OperationService`` that
+tracks the operations, which cancels every one in flight ("service
+stopping"); the releases delete the temporary files and abort the
+connections, the pool's idle connections are closed, one summary line is
+printed and the exit status is 130.  A second Ctrl-C stops waiting for
+cleanup and forces what is left.  ``--inspect PORT`` serves the live
+inspector page on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Protocol, cast
+from typing import IO, Any, Protocol, TextIO, cast
 from urllib.parse import urlsplit
 
 import structlog
@@ -65,7 +68,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.iweb import IResponse
 
-from fsmcancel import Cancellable, Operation, OperationBuilder
+from examples._progress import ProgressLine
+from fsmcancel import Cancellable, Operation, OperationBuilder, OperationService, Registry
 from fsmcancel.timeouts import (
     ConfigError,
     GuardedCall,
@@ -550,7 +554,8 @@ blob_fetch_machine = builder.build()
 class Fetcher:
     """
     Runs up to ``concurrency`` blob operations at a time, and cancels them
-    all on Ctrl-C.
+    all on Ctrl-C (``operations``, an ``OperationService``).  ``registry``
+    lists them for the inspector page.
     """
 
     def __init__(
@@ -561,7 +566,7 @@ class Fetcher:
         out: Path,
         concurrency: int,
         config: TimeoutConfig,
-        progress: bool,
+        progress: ProgressLine | None,
     ) -> None:
         self.reactor = reactor
         self.count = count
@@ -581,7 +586,12 @@ class Fetcher:
         self.interrupted = False
         self.closing = False
         self.not_started = 0
-        self.show_progress = progress
+        self.progress = progress
+        self.show_progress = progress is not None
+        self.operations = OperationService(clock=reactor)
+        self.operations.startService()
+        self.stopping: Deferred[None] | None = None
+        self.registry = Registry(history=20)
         self.finished: Deferred[int] = Deferred()
         self.started = time.monotonic()
 
@@ -592,10 +602,11 @@ class Fetcher:
         while self.pending and len(self.running) < self.concurrency and not self.interrupted:
             index = self.pending.popleft()
             job = Job(index, self.out, self.agent, self.timeouts, self.mirrors)
-            op = blob_fetch_machine(job, clock=self.reactor)
+            op = blob_fetch_machine(job, clock=self.reactor, registry=self.registry)
             self.running[index] = op
             op.completion.addBoth(self._completed, index)
             op.inputs.start()
+            self.operations.track(op)
         if not self.running:
             self._finish()
 
@@ -615,11 +626,13 @@ class Fetcher:
         """Ctrl-C: cancel every operation (a second Ctrl-C forces them)."""
         if self.closing:
             return  # everything is done already: finish normally
+        if self.stopping is not None:
+            self.stopping.cancel()  # stop waiting for cleanup: force
+            return
         self.interrupted = True
         self.not_started += len(self.pending)
         self.pending.clear()
-        for op in list(self.running.values()):
-            op.completion.cancel()
+        self.stopping = self.operations.stopService()
 
     def _finish(self) -> None:
         if self.closing:
@@ -635,18 +648,19 @@ class Fetcher:
         return 1 if self.failures else 0
 
     def _draw(self, final: bool = False) -> None:
-        if not self.show_progress:
+        if self.progress is None:
+            return
+        if final:
+            self.progress.clear()
             return
         done = self.fetched + len(self.failures)
         width = 30
         filled = width * done // self.count
         stalls = sum(s.stalls for s in self.mirrors.stats.values())
         bar = "#" * filled + "." * (width - filled)
-        line = (
-            f"\r[{bar}] {done}/{self.count} blobs, {len(self.running)} in flight, {stalls} stalls"
+        self.progress.show(
+            f"[{bar}] {done}/{self.count} blobs, {len(self.running)} in flight, {stalls} stalls"
         )
-        sys.stderr.write(line + ("\r\x1b[K" if final else ""))
-        sys.stderr.flush()
 
     def report(self) -> dict[str, object]:
         return {
@@ -707,6 +721,10 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     p.add_argument(
+        "--inspect", type=int, default=None, metavar="PORT",
+        help="serve the live inspector page on 127.0.0.1:PORT (0: any free port)",
+    )  # fmt: skip
+    p.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="warning",
@@ -724,6 +742,7 @@ class Settings:
     config: TimeoutConfig
     json: bool
     log_level: str = "warning"
+    inspect: int | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -750,7 +769,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     except OSError as e:
         p.error(f"--out {out}: cannot write there: {e.strerror or e}")
     return Settings(
-        args.mirror, args.count, out, args.concurrency, config, args.json, args.log_level
+        args.mirror,
+        args.count,
+        out,
+        args.concurrency,
+        config,
+        args.json,
+        args.log_level,
+        args.inspect,
     )
 
 
@@ -763,7 +789,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from examples._servers import setup_logging
 
-    setup_logging(getattr(logging, settings.log_level.upper()))
+    # On a terminal, the progress bar; log lines go above it.
+    progress = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    setup_logging(getattr(logging, settings.log_level.upper()), cast(TextIO, progress))
     reactor: Any = global_reactor  # Twisted's zope interfaces confuse mypy without a plugin
     fetcher = Fetcher(
         reactor,
@@ -772,8 +800,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.out,
         settings.concurrency,
         settings.config,
-        progress=sys.stderr.isatty(),
+        progress,
     )
+    if settings.inspect is not None:
+        from fsmcancel.inspector import listen_inspector
+
+        inspector = listen_inspector(fetcher.registry, settings.inspect, reactor=reactor)
+        address: Any = inspector.getHost()
+        print(f"inspector on http://{address.host}:{address.port}/", file=sys.stderr, flush=True)
+    # Whatever stops the reactor, nothing is left running: the operations
+    # are cancelled, and waited for, before it shuts down.
+    reactor.addSystemEventTrigger("before", "shutdown", fetcher.operations.stopService)
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
         reactor.callFromThread(fetcher.interrupt)

@@ -5,7 +5,7 @@ slowly, and can go silent like a host that vanished without a FIN or RST.
     python -m examples.mirror_server --port 0 --latency-ms 200 --chunks 4 \\
         --stall-after 5 --stall-mode mid-body
 
-``GET /blob/{i}`` answers with `blob_bytes(i, size)`.  The body is streamed in
+``GET /blob/{i}`` answers with ``blob_bytes(i, size)``.  The body is streamed in
 ``--chunks`` pieces spread over the latency, with ``callLater`` (the server
 never blocks): the response headers and the first chunk after one step, each
 further chunk one step later, a step being ``latency / chunks`` with its own

@@ -2,7 +2,7 @@
 Poetry Proxy 3.0 (seed, Part 19), with each request an fsmcancel operation.
 
     python -m examples.slow_poetry_server --port 10001 examples/poems/raven.txt
-    python -m examples.poetry_proxy --port 10000 --upstream 127.0.0.1:10001
+    python -m examples.poetry_proxy --port 10000 --upstream 127.0.0.1:10001 [--inspect 8080]
     nc 127.0.0.1 10000          # hang up with Ctrl-C before the poem arrives
 
 The protocol is the seed's: the upstream server sends a poem as soon as a
@@ -27,6 +27,13 @@ same download (``ProxyService.subscribe``).  A subscription's release drops
 one unit of interest; only the last one cancels the download, which aborts
 the upstream connection within the same reactor turn.  So one client hanging
 up leaves the others' download alone, and the last one hanging up stops it.
+
+Shutdown: the requests are tracked by an ``OperationService`` in the
+program's ``MultiService``, so stopping the reactor (Ctrl-C, SIGTERM)
+cancels each one ("service stopping") and waits for its cleanup; through
+the subscriptions that cancels the download and closes the upstream
+connection, before the process exits.  ``--inspect PORT`` serves the live
+inspector page on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from fsmcancel import Cancellable, Operation, OperationBuilder, OperationCancelled, Registry
+from fsmcancel import (
+    Cancellable,
+    Operation,
+    OperationBuilder,
+    OperationCancelled,
+    OperationService,
+    Registry,
+)
 
 log = structlog.get_logger("poetry_proxy")
 
@@ -224,7 +238,13 @@ def _nothing(result: object) -> None:
 class ProxyService:
     """
     The seed's ``ProxyService``: the cache, the shared download, and the live
-    requests (cancelled when the proxy shuts down).
+    requests.
+
+    ``requests`` tracks the requests for shutdown: stopping it cancels each
+    one, and so, through their subscriptions, the download (which is why
+    downloads need no tracking of their own).  ``registry`` lists every live
+    operation, downloads included, with its last transitions, for the
+    inspector page.
     """
 
     def __init__(self, endpoint: Connector, upstream: str, clock: Any | None = None) -> None:
@@ -233,18 +253,20 @@ class ProxyService:
         self.clock = clock
         self.poem: bytes | None = None
         self.current: SharedDownload | None = None
-        self.requests = Registry()
+        self.requests = OperationService(clock=clock)
+        self.registry = Registry(history=20)
 
     def serve(self, client: PoetryProxyProtocol) -> RequestOp:
         """
         Start the request of a client that just connected.
         """
-        op = proxy_request(Request(self, client), clock=self.clock, registry=self.requests)
+        op = proxy_request(Request(self, client), clock=self.clock, registry=self.registry)
         # fsmcancel has logged how it ended (the "completed" event); nobody
         # else waits for a request.
         op.completion.addErrback(_nothing)
         op.inputs.start()
-        return op
+        # Once the proxy is stopping, this cancels it at once.
+        return self.requests.track(op)
 
     def subscribe(self, client: str) -> Subscription:
         """
@@ -264,7 +286,9 @@ class ProxyService:
         return Subscription(shared.op.observe(), shared)
 
     def _start_download(self) -> SharedDownload:
-        op = poem_download(Upstream(self.endpoint, self.upstream), clock=self.clock)
+        op = poem_download(
+            Upstream(self.endpoint, self.upstream), clock=self.clock, registry=self.registry
+        )
         shared = SharedDownload(op)
         log.info("fetching poem from upstream", upstream=self.upstream, download=op.name)
         op.completion.addBoth(self._download_finished, shared)
@@ -284,14 +308,6 @@ class ProxyService:
                 download=shared.op.name,
                 error=result.value,
             )
-
-    def stop(self) -> None:
-        """
-        Cancel every live request (and so, through the subscriptions, the
-        download).
-        """
-        for op in self.requests.operations():
-            op.cancel("the proxy is shutting down")
 
 
 # -- one client of the proxy ---------------------------------------------------
@@ -417,6 +433,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--upstream", required=True, metavar="HOST:PORT", help="the poetry server to proxy"
     )
     parser.add_argument("--log-level", choices=sorted(LEVELS), default="info")
+    parser.add_argument(
+        "--inspect",
+        type=int,
+        metavar="PORT",
+        help="serve the live inspector page on 127.0.0.1:PORT (0: any free port)",
+    )
     args = parser.parse_args(argv)
     try:
         args.upstream = parse_upstream(args.upstream)
@@ -426,9 +448,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from twisted.application.service import MultiService
     from twisted.internet import reactor as _reactor
 
     from examples._servers import setup_logging
+    from fsmcancel.inspector import listen_inspector
 
     args = parse_args(argv)
     setup_logging(LEVELS[args.log_level])
@@ -440,7 +464,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     listening = reactor.listenTCP(args.port, factory, interface=args.interface)
     address = listening.getHost()
     print(f"listening on {address.host}:{address.port}", flush=True)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stop)
+    if args.inspect is not None:
+        inspector: Any = listen_inspector(service.registry, args.inspect).getHost()
+        print(f"inspector on http://{inspector.host}:{inspector.port}/", flush=True)
+    # Ctrl-C or SIGTERM stops the reactor; before it shuts down, the
+    # application stops, cancelling every request and waiting for each
+    # cleanup (forced after the grace period).
+    application = MultiService()
+    service.requests.setServiceParent(application)
+    application.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", application.stopService)
     reactor.run()
     return 0
 

@@ -8,6 +8,7 @@ input.  See the README for the model and ``Operation`` for the exact rules.
 """
 
 from fsmcancel._logging import TwistedLoggerFactory
+from fsmcancel._version import __version__
 from fsmcancel.core import (
     Cancellable,
     CleanupFailed,
@@ -22,11 +23,15 @@ from fsmcancel.core import (
     ReentrantInputError,
     Registry,
     State,
+    States,
     StateSpec,
     TransitionRecord,
     TransitionSpec,
     UnexpectedInput,
 )
+
+# Last: the service module imports the core names above from this package.
+from fsmcancel.service import OperationService
 
 __all__ = [
     "Cancellable",
@@ -39,12 +44,15 @@ __all__ = [
     "OperationCancelled",
     "OperationFactory",
     "OperationIncomplete",
+    "OperationService",
     "ReentrantInputError",
     "Registry",
     "State",
     "StateSpec",
+    "States",
     "TransitionRecord",
     "TransitionSpec",
     "TwistedLoggerFactory",
     "UnexpectedInput",
+    "__version__",
 ]

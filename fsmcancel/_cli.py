@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fsmcancel._version import __version__
     from fsmcancel.diagram import _cli as diagram_cli
     from fsmcancel.timeouts import _cli as timeouts_cli
 
@@ -20,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="fsmcancel",
         description="Cancellable Twisted operations as Automat state machines.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     timeouts_cli.add_parser(commands)
     diagram_cli.add_parser(commands)

@@ -437,7 +437,7 @@ def test_proxy_client_hangs_up_while_the_upstream_never_answers(lab: Lab) -> Non
     upstream = lab.server("silent", wire="poetry")
     _, service, port = start_proxy(lab, upstream.endpoint(), upstream.name)
     client = connect_client(port)
-    iterate_until(lambda: upstream.accepted == 1 and len(service.requests) == 1)
+    iterate_until(lambda: upstream.accepted == 1 and len(service.requests.operations()) == 1)
     (request,) = service.requests.operations()
     download = service.current.op
     request_outcome = request.observe()
@@ -451,7 +451,7 @@ def test_proxy_client_hangs_up_while_the_upstream_never_answers(lab: Lab) -> Non
     error = failure_of(outcome_of(download_outcome))
     assert isinstance(error, OperationCancelled) and error.state == "receiving"
     iterate_until(lambda: upstream.open == 0)  # the upstream saw it dropped
-    assert len(service.requests) == 0 and service.current is None
+    assert service.requests.operations() == [] and service.current is None
     lab.finish()
     assert client.data == b""
 
