@@ -26,6 +26,7 @@ from fsmcancel.timeouts._duration import DurationError, format_duration, parse_d
 from fsmcancel.timeouts._rule import (
     POLICIES,
     DeadlineRule,
+    HealthRule,
     HedgeRule,
     IdleRule,
     Policy,
@@ -133,7 +134,7 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
     {
         "policy": _Knob(_policy, "idle", "fixed | deadline | idle | hedge"),
         "backoff": _Knob(
-            _real(1.0, None, open_low=False), 2.0, "timeout multiplier per consecutive timeout"
+            _real(1.0, None, open_low=False), 2.0, "probe interval multiplier per failed probe"
         ),
         "deadline.initial": _Knob(_duration(True), 10.0, "cold-start (and fixed) deadline"),
         "deadline.min": _Knob(_duration(True), 0.25, "lowest adaptive deadline"),
@@ -148,14 +149,13 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
         "idle.initial": _Knob(_duration(True), 5.0, "cold-start idle timeout"),
         "idle.min": _Knob(_duration(True), 1.0, "lowest idle timeout"),
         "idle.max": _Knob(_duration(True), 30.0, "highest idle timeout"),
-        "idle.threshold": _Knob(
-            _real(0.0, 300.0, open_low=True), 8.0, "phi at which silence is a stall"
+        "idle.quantile": _Knob(
+            _real(0.0, 1.0, open_low=True), 0.999, "silence quantile of live calls the limit follows"
         ),
-        "idle.min_std": _Knob(_duration(True), 0.1, "floor on the gap standard deviation"),
-        "idle.acceptable_pause": _Knob(
-            _duration(False), 1.0, "silence tolerated on top of the gap model"
+        "idle.multiplier": _Knob(
+            _real(1.0, None, open_low=False), 2.5, "idle limit = quantile * multiplier"
         ),
-        "idle.window": _Knob(_integer(4), 200, "progress gaps kept per key"),
+        "idle.window": _Knob(_integer(4), 200, "silences a peer's estimate follows"),
         "hedge.initial": _Knob(_duration(True), 1.0, "cold-start hedge delay"),
         "hedge.min": _Knob(_duration(True), 0.01, "lowest hedge delay"),
         "hedge.max": _Knob(_duration(True), 10.0, "highest hedge delay"),
@@ -168,10 +168,22 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
             "backups allowed as a share of calls",
         ),
         "hedge.burst": _Knob(_integer(0), 10, "backups allowed before any budget is earned"),
+        "health.suspect_after": _Knob(
+            _integer(1), 2, "consecutive stalls that make a peer suspect"
+        ),
+        "health.probe_interval": _Knob(
+            _duration(True), 10.0, "wait before probing a suspect peer"
+        ),
+        "health.probe_max": _Knob(_duration(True), 300.0, "longest wait between probes"),
+        "health.probe_multiplier": _Knob(
+            _real(1.0, None, open_low=False),
+            4.0,
+            "limit of a learning probe, times the usual one",
+        ),
     }
 )
 
-_SECTIONS: Final = ("deadline", "idle", "hedge")
+_SECTIONS: Final = ("deadline", "idle", "hedge")  # sections with min..initial..max
 _TOP: Final = ("default", "kinds", "peers")
 
 
@@ -200,7 +212,7 @@ class Value:
 _DURATION_KNOBS: Final = frozenset(
     path
     for path in KNOBS
-    if path.split(".")[-1] in {"initial", "min", "max", "min_std", "acceptable_pause"}
+    if path.split(".")[-1] in {"initial", "min", "max", "probe_interval", "probe_max"}
 )
 
 Layer = Mapping[str, Value]
@@ -266,6 +278,7 @@ def _build_rule(values: Mapping[str, Value]) -> Rule:
         deadline=DeadlineRule(**section("deadline")),
         idle=IdleRule(**section("idle")),
         hedge=HedgeRule(**section("hedge")),
+        health=HealthRule(**{k: get(f"health.{k}") for k in _fields("health")}),
     )
 
 
