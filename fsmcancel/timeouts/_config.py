@@ -150,10 +150,10 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
         "idle.min": _Knob(_duration(True), 1.0, "lowest idle timeout"),
         "idle.max": _Knob(_duration(True), 30.0, "highest idle timeout"),
         "idle.quantile": _Knob(
-            _real(0.0, 1.0, open_low=True), 0.999, "silence quantile of live calls the limit follows"
+            _real(0.0, 1.0, open_low=True), 0.99, "silence quantile of live calls the limit follows"
         ),
         "idle.multiplier": _Knob(
-            _real(1.0, None, open_low=False), 2.5, "idle limit = quantile * multiplier"
+            _real(1.0, None, open_low=False), 4.0, "idle limit = quantile * multiplier"
         ),
         "idle.window": _Knob(_integer(4), 200, "silences a peer's estimate follows"),
         "hedge.initial": _Knob(_duration(True), 1.0, "cold-start hedge delay"),

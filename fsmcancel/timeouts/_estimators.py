@@ -51,6 +51,9 @@ from fsmcancel.timeouts._rule import Rule
 MIN_SAMPLES = 20
 #: The pool of a kind follows this many times more observations than a peer.
 POOL_SPAN = 10
+#: Calls that get a generous limit once exploring is called for: a slow mode
+#: that is a third of a peer's calls is met within five with 87% chance.
+EXPLORE_CALLS = 5
 
 
 @dataclass(frozen=True)
@@ -77,10 +80,16 @@ def _clamp(value: float, low: float, high: float) -> float:
     return low if value < low else high if value > high else value
 
 
+#: Weight of the newest call in a peer's recent stall share, and in its
+#: kind's long-run share.
+RECENT = 0.05
+LONG_RUN = 0.002
+
+
 class Pool:
     """What every peer of one kind has taught: the kind's prior."""
 
-    __slots__ = ("calls", "first", "gaps", "latency", "stalls")
+    __slots__ = ("calls", "first", "gaps", "latency", "share", "stalls")
 
     def __init__(self, rule: Rule) -> None:
         self.first = Histogram(rule.idle.window * POOL_SPAN)
@@ -88,6 +97,7 @@ class Pool:
         self.latency = Histogram(rule.deadline.window * POOL_SPAN)
         self.calls = 0
         self.stalls = 0
+        self.share = 0.0  # long-run stall share
 
     def export(self) -> dict[str, Any]:
         return {
@@ -96,6 +106,7 @@ class Pool:
             "latency": self.latency.export(),
             "calls": self.calls,
             "stalls": self.stalls,
+            "share": self.share,
         }
 
     @classmethod
@@ -116,6 +127,10 @@ def _load_into(target: Pool | KeyEstimator, data: Any, where: str, span: int) ->
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{where}.{name}: expected a non-negative integer, got {value!r}")
         setattr(target, name, value)
+    share = data.get("share", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"{where}.share: expected a share between 0 and 1, got {share!r}")
+    target.share = float(share)
 
 
 class KeyEstimator:
@@ -123,10 +138,12 @@ class KeyEstimator:
     Everything learned about one (kind, peer), and the limits it implies
     under its `Rule`.  Every observation also feeds the kind's `Pool`.
 
-    ``explore`` is set when a call of this key completes after one of its
-    calls timed out: the peer is alive, so the timeout may have been a live
-    call slower than the limit, and the next call gets a generous limit to
-    find out (see `Timeouts`).
+    ``explore`` (a number of calls) is set when a call of this key answers after some of its
+    calls timed out, and more of them timed out recently (``share``) than
+    stalls of the kind explain (its long-run share): the peer is alive, so
+    those timeouts may have been live calls slower than the limit (a peer
+    slower than its kind, a regime shift), and the next call gets a
+    generous limit to find out (see `Timeouts`).
     """
 
     __slots__ = (
@@ -137,6 +154,7 @@ class KeyEstimator:
         "gaps",
         "latency",
         "pool",
+        "share",
         "stalls",
         "timed_out_since_alive",
     )
@@ -148,8 +166,9 @@ class KeyEstimator:
         self.latency = Histogram(rule.deadline.window)
         self.calls = 0
         self.stalls = 0
-        self.explore = False
+        self.explore = 0
         self.timed_out_since_alive = False
+        self.share = 0.0  # recent stall share
         self._cache: dict[str, tuple[int, int, Limit]] = {}
 
     # -- what a call reports (GuardedCall calls these)
@@ -171,19 +190,26 @@ class KeyEstimator:
 
     def answered(self) -> None:
         """The call ended with an answer (a result or an error reply)."""
-        self.calls += 1
-        self.pool.calls += 1
+        self._count(0.0)
         if self.timed_out_since_alive:
             self.timed_out_since_alive = False
-            self.explore = True
+            # One timeout in the last twenty calls is a stall's bad luck;
+            # two or more, beyond what the kind's stalls explain, is news.
+            if self.share > 3 * self.pool.share + 0.06:
+                self.explore = EXPLORE_CALLS
 
     def stalled(self) -> None:
         """The call was given up at its limit: the stall population."""
-        self.calls += 1
+        self._count(1.0)
         self.stalls += 1
-        self.pool.calls += 1
         self.pool.stalls += 1
         self.timed_out_since_alive = True
+
+    def _count(self, stalled: float) -> None:
+        self.calls += 1
+        self.pool.calls += 1
+        self.share += RECENT * (stalled - self.share)
+        self.pool.share += LONG_RUN * (stalled - self.pool.share)
 
     def cancelled(self, waited: float, silence: float | None) -> None:
         """
@@ -269,6 +295,7 @@ class KeyEstimator:
             "latency": self.latency.export(),
             "calls": self.calls,
             "stalls": self.stalls,
+            "share": self.share,
             "explore": self.explore,
         }
 
@@ -276,9 +303,9 @@ class KeyEstimator:
     def load(cls, rule: Rule, pool: Pool, data: Any, where: str) -> KeyEstimator:
         est = cls(rule, pool)
         _load_into(est, data, where, 1)
-        explore = data.get("explore", False)
-        if not isinstance(explore, bool):
-            raise ValueError(f"{where}.explore: expected true or false, got {explore!r}")
+        explore = data.get("explore", 0)
+        if isinstance(explore, bool) or not isinstance(explore, int) or explore < 0:
+            raise ValueError(f"{where}.explore: expected a number of calls, got {explore!r}")
         est.explore = explore
         return est
 
@@ -314,7 +341,7 @@ def learn(
         return Limit(_clamp(initial, low, high), "initial", why)
     value, exact = quantile(((own, 1.0), (pooled, 1.0)), q)
     learned = value * multiplier
-    own_share = 2 * own.total / (own.total + pooled.total) if pooled.total > 0 else 0.0
+    own_share = own.seen / n  # of the kind's observations, this peer's
     source = "learned" if own_share >= 0.5 else "prior"
     bound = "" if exact else " (beyond every completed call: the longest)"
     why = (

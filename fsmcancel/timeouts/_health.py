@@ -96,9 +96,13 @@ class PeerHealth:
     def due(self, now: float) -> bool:
         return self.suspect and not self.probing and now >= self.probe_at
 
+    def probe_next(self, now: float) -> bool:
+        """Whether the next call to this peer is its probe (due, or claimed by `rank`)."""
+        return self.due(now) or (self.suspect and not self.probing and now < self.claimed_until)
+
     def start(self, now: float) -> bool:
         """A call to this peer starts; True if it is the probe."""
-        if self.due(now) or (self.suspect and not self.probing and now < self.claimed_until):
+        if self.probe_next(now):
             self.probing = True
             self.claimed_until = 0.0
             return True

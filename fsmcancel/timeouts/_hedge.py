@@ -155,7 +155,10 @@ class HedgedCall(Generic[T]):
         call = self._live[-1]
         delay = self._delay(call)
         now = self._op.clock.seconds()
-        self._timer = call_later(self._op.clock, max(0.0, call.last + delay - now), self._check)
+        # Half a nanosecond early, as in the guard: float rounding must not
+        # make the check run just before the moment it stands for.
+        due = call.last + delay - now - 0.5e-9
+        self._timer = call_later(self._op.clock, max(0.0, due), self._check)
 
     def _delay(self, call: GuardedCall[T]) -> float:
         rule = self._timeouts.rule(self.kind, call.peer)

@@ -212,16 +212,18 @@ class Timeouts:
         first = est.silence_limit(rule, False)
         generous = rule.health.probe_multiplier
         high = max(rule.idle.max, rule.deadline.max if rule.policy == "deadline" else 0.0)
-        probe = health.start(now) if start else health.due(now)
+        probe = health.start(now) if start else health.probe_next(now)
         if probe and not health.seen_alive:
             why = "probe of a peer never seen alive: slower than its kind, or dead?"
             return Plan(first.scaled(generous, high, "probe", why), generous, True)
         if probe:
             why = "probe of a suspect peer, usual limit: " + first.why
             return Plan(Limit(first.seconds, "probe", why), 1.0, True)
-        if est.explore and not health.suspect:
+        # Only while the peer's last call answered: a peer that stalls again
+        # may be dead, and must be detected as fast as before.
+        if est.explore and health.strikes == 0:
             if start:
-                est.explore = False
+                est.explore -= 1
             why = "explore: a call timed out, then the peer answered; slower than the limit?"
             return Plan(first.scaled(generous, high, "explore", why), generous, False)
         return Plan(first, 1.0, False)

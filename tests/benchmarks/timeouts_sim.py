@@ -110,6 +110,9 @@ class Spec:
     events: tuple[float, ...]  # progress offsets from the start
     slow: bool
     dead: bool = False
+    #: For a call to a dead peer: how the call would have gone had it been
+    #: sent to a live one (what a caller steering away from the dead gets).
+    instead: Spec | None = None
 
     @property
     def stall(self) -> bool:
@@ -160,13 +163,15 @@ def workload(f: Family, seed: int) -> list[Spec]:
             latency = rng.lognormvariate(math.log(f.median * factor), f.sigma)
         timeline = _timeline(rng, f, latency, interval)
         dead = peer in death and index >= death[peer]
+        live = Spec(peer, index, timeline[-1], tuple(timeline[:-1]), slow)
         if dead or r < f.stall:
             mid = len(timeline) > 1 and rng.random() < f.midstream
             keep = rng.randint(1, len(timeline) - 1) if mid else 0
             events = tuple(timeline[: min(keep, len(timeline) - 1)]) if not dead else ()
-            specs.append(Spec(peer, index, math.inf, events, False, dead))
+            instead = None if r < f.stall else live
+            specs.append(Spec(peer, index, math.inf, events, False, dead, instead))
         else:
-            specs.append(Spec(peer, index, timeline[-1], tuple(timeline[:-1]), slow))
+            specs.append(live)
     return specs
 
 
@@ -303,8 +308,10 @@ def run_fsmcancel(name: str, config: TimeoutConfig, specs: list[Spec], *,
             chosen = timeouts.rank(KIND, [spec.peer, other])[0]
             if chosen != spec.peer:
                 gone = other in dead_at and spec.index >= dead_at[other]
-                spec = replace(spec, peer=other, latency=math.inf if gone else spec.latency,
-                               events=() if gone else spec.events, dead=gone)  # fmt: skip
+                base = spec.instead or spec
+                spec = replace(base, peer=other, instead=None)
+                if gone:
+                    spec = replace(spec, latency=math.inf, events=(), slow=False, dead=True)
         start = clock.seconds()
         holder: list[Any] = []
 
