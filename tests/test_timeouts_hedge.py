@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+from fsmcancel.timeouts import TimedOut
 from fsmcancel.timeouts._histogram import bin_of
 from tests.test_timeouts_guard import HEDGE, Remote, hedged, setup
 
@@ -88,7 +89,7 @@ class TestHedging:
         assert remote.cancelled == [("a", "arg")] and inputs.events == []
         clock.advance(0.2)  # b's own limit: now the caller hears of it, once
         [(kind, timed_out)] = inputs.events
-        assert kind == "timeout" and timed_out.peer == "b"
+        assert kind == "timeout" and isinstance(timed_out, TimedOut) and timed_out.peer == "b"
         assert clock.getDelayedCalls() == [] and op.owned == []
 
     def test_fast_primary_needs_no_backup(self) -> None:
@@ -147,4 +148,3 @@ def test_no_peers_refused() -> None:
     with pytest.raises(ValueError, match="at least one peer"):
         hedged(t, op, inputs, remote, [])
     assert clock.getDelayedCalls() == []
-

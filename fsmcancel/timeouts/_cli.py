@@ -11,7 +11,8 @@ then refuses): exit 0 if valid, 1 if readable but invalid, 2 if it cannot
 be read at all, with the reasons on stderr.
 
 Output is plain text in whatever encoding stdout has: a terminal or pipe
-that cannot show ``×`` or ``≤`` gets ``x`` and ``<=``, never a traceback.
+that cannot show a multiplication sign or ``≤`` gets ``x`` and ``<=``, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from fsmcancel.timeouts._rule import label
 EXIT_INVALID = 1
 EXIT_UNREADABLE = 2
 
-_ASCII = str.maketrans({"×": "x", "≤": "<=", "φ": "phi", "…": "...", "—": "-", "–": "-"})
+_ASCII = str.maketrans(
+    {"\u00d7": "x", "≤": "<=", "φ": "phi", "…": "...", "\u2014": "-", "\u2013": "-"}
+)
 
 
 def _print(text: str = "", *, file: Any = None) -> None:

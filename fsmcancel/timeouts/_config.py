@@ -171,9 +171,7 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
         "health.suspect_after": _Knob(
             _integer(1), 2, "consecutive stalls that make a peer suspect"
         ),
-        "health.probe_interval": _Knob(
-            _duration(True), 10.0, "wait before probing a suspect peer"
-        ),
+        "health.probe_interval": _Knob(_duration(True), 10.0, "wait before probing a suspect peer"),
         "health.probe_max": _Knob(_duration(True), 300.0, "longest wait between probes"),
         "health.probe_multiplier": _Knob(
             _real(1.0, None, open_low=False),

@@ -238,10 +238,11 @@ class KeyEstimator:
             return Limit(rule.deadline.max, d.source, "no silence limit under this policy")
         i = rule.idle
         if progressed:
-            return self._limit("gaps", self.gaps, self.pool.gaps, i.quantile, i.multiplier,
-                               i.initial, i.min, i.max, "silence between progress events")  # fmt: skip
-        return self._limit("first", self.first, self.pool.first, i.quantile, i.multiplier,
-                           i.initial, i.min, i.max, "silence before the first sign of life")  # fmt: skip
+            own, pooled, name, what = self.gaps, self.pool.gaps, "gaps", "between progress events"
+        else:
+            own, pooled, name, what = self.first, self.pool.first, "first", "before the first sign"
+        return self._limit(name, own, pooled, i.quantile, i.multiplier, i.initial, i.min, i.max,
+                           f"silence {what}")  # fmt: skip
 
     def deadline(self, rule: Rule) -> Limit:
         """The whole-call limit for the next call."""
@@ -351,9 +352,11 @@ def learn(
     weight = 0.05 / (1.0 - q)
     fading = initial * weight / (weight + n)
     if fading > learned:
-        learned = fading
-        source = "initial"
-        why = f"{what}: initial, fading as the kind's {n} observations accumulate; {why}"
+        why = (
+            f"{what}: initial {initial:g}s fading as the kind's observations accumulate, "
+            f"{fading:.3g}s after {n} (learned: {learned:.3g}s)"
+        )
+        learned, source = fading, "initial"
     clamped = _clamp(learned, low, high)
     if clamped != learned:
         why += f"; clamped to {low:g}s..{high:g}s"

@@ -56,7 +56,7 @@ def upper(b: int) -> float:
     The upper edge of bin ``b``: quantiles are reported at bin upper edges,
     so an estimate errs (by at most 6%) on the side of waiting longer.
     """
-    return LOW * 10.0 ** ((b + 1) / BINS_PER_DECADE)
+    return float(LOW * 10.0 ** ((b + 1) / BINS_PER_DECADE))
 
 
 class Histogram:

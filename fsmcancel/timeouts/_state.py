@@ -36,7 +36,9 @@ def export_state(
     return {
         "version": VERSION,
         "kinds": {kind: pool.export() for kind, pool in pools.items()},
-        "keys": [{"kind": kind, "peer": peer, **est.export()} for (kind, peer), (_, est) in keys.items()],
+        "keys": [
+            {"kind": kind, "peer": peer, **est.export()} for (kind, peer), (_, est) in keys.items()
+        ],
         "peers": {peer: health.export() for peer, health in peers.items()},
     }
 
@@ -107,17 +109,23 @@ def _short(value: object) -> str:
 
 
 def _from_version_1(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Version 1 kept raw samples per key: replay them into histograms."""
+    """
+    Version 1 kept raw samples per key and no pools: replay the samples into
+    histograms, and each kind's pool into the sum of its keys'.
+    """
     keys = state.get("keys", [])
     if not isinstance(keys, list):
         raise ValueError(f"keys: expected a list, got {_short(keys)}")
     converted = []
+    pools: dict[str, dict[str, Histogram]] = {}
     for i, entry in enumerate(keys):
         if not isinstance(entry, Mapping):
             raise ValueError(f"keys[{i}]: expected an object, got {_short(entry)}")
         new: dict[str, Any] = {"kind": entry.get("kind"), "peer": entry.get("peer")}
+        pool = pools.setdefault(str(entry.get("kind")), {})
         for name in ("latency", "first", "gaps"):
             h = Histogram(1 << 30)
+            pooled = pool.setdefault(name, Histogram(1 << 30))
             rows = entry.get(name, [])
             if not isinstance(rows, list):
                 raise ValueError(f"keys[{i}].{name}: expected a list, got {_short(rows)}")
@@ -128,9 +136,11 @@ def _from_version_1(state: Mapping[str, Any]) -> dict[str, Any]:
                 if not math.isfinite(value) or value < 0:
                     raise ValueError(f"keys[{i}].{name}: bad duration {_short(row)}")
                 (h.censor if censored else h.add)(float(value))
+                (pooled.censor if censored else pooled.add)(float(value))
             new[name] = h.export()
         converted.append(new)
-    return {"version": VERSION, "keys": converted}
+    kinds = {kind: {name: h.export() for name, h in p.items()} for kind, p in pools.items()}
+    return {"version": VERSION, "kinds": kinds, "keys": converted}
 
 
 def _row(row: object, i: int, name: str) -> tuple[Any, bool]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -287,7 +287,7 @@ class Timeouts:
         if self._clock is None:
             from twisted.internet import reactor
 
-            self._clock = reactor  # type: ignore[assignment]
+            self._clock = cast(ReactorTime, reactor)
         assert self._clock is not None
         return self._clock.seconds()
 

@@ -18,14 +18,14 @@ import gc
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from timeouts_sim import (  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
+from timeouts_sim import (  # type: ignore[import-not-found, unused-ignore]
     FAMILIES,
     VARIATIONS,
     Family,
@@ -39,9 +39,9 @@ from timeouts_sim import (  # type: ignore[import-not-found, unused-ignore]  # n
     run_rfc6298,
     workload,
 )
-from twisted.internet.defer import Deferred  # noqa: E402
+from twisted.internet.defer import Deferred
 
-from fsmcancel.timeouts import Timeouts, load_config  # noqa: E402
+from fsmcancel.timeouts import Timeouts, load_config
 
 DEFAULT = "fsmcancel default (idle)"
 HEDGE = "fsmcancel hedge, 2 peers"
@@ -166,8 +166,15 @@ def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
     op = StandInOperation(reactor)
     timeouts = Timeouts(load_config(env={}), clock=reactor)
     calls = [
-        timeouts.call(op, Deferred, kind="read", peer=f"p{i % 100}", on_result=print,
-                      on_failure=print, on_timeout=print)  # fmt: skip
+        timeouts.call(
+            op,
+            Deferred,
+            kind="read",
+            peer=f"p{i % 100}",
+            on_result=print,
+            on_failure=print,
+            on_timeout=print,
+        )
         for i in range(armed)
     ]
     rng = random.Random(0)
@@ -182,7 +189,7 @@ def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
         finally:
             gc.enable()
 
-    def progress_all(order: list[Callable[[], object]]) -> None:
+    def progress_all(order: Sequence[Callable[[], object]]) -> None:
         for progress in order:
             progress()
 

@@ -27,6 +27,7 @@ A call (see `Family` for the knobs and `FAMILIES` for the four workloads):
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import statistics
@@ -502,7 +503,7 @@ def run_phi_gaps(specs: list[Spec]) -> Result:
         for spec in calls:
             limit = phi.limit()
             marks = [0.0, *spec.events] + ([] if spec.stall else [spec.latency])
-            gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(marks)]
             late = next((i for i, g in enumerate(gaps) if g > limit), None)
             if late is not None:
                 result.record(spec, True, marks[late] + limit)
