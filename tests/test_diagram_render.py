@@ -23,7 +23,7 @@ needs_dot = pytest.mark.skipif(
 
 
 def label(kind: str) -> str:
-    return f"{kind}: idle p99\u00d74, 1s..30s"
+    return f"{kind}: idle p99\u00d73.5, 1s..30s"
 
 
 def test_dot_has_exactly_the_machines_states_and_edges() -> None:
@@ -61,7 +61,7 @@ def test_dot_labels_and_styles_edges() -> None:
         else:
             text = f"{transition.input} / {transition.output}"
         if transition.timeout:
-            text += f"\\ntimeout {transition.timeout}: idle p99\u00d74, 1s..30s"
+            text += f"\\ntimeout {transition.timeout}: idle p99\u00d73.5, 1s..30s"
         attrs = edges[(transition.source, transition.target, text)]
         if transition.is_cancel:
             assert attrs["style"] in ("dashed", "dotted")
@@ -91,7 +91,7 @@ def test_mermaid_marks_kinds_cancels_timeouts_and_resources() -> None:
     for state in ("closing", "done", "failed"):
         assert any("cancel" in note for note in mermaid.notes[state]), state
     assert "✕ cancel / abort_read" in {text for *_, text in mermaid.edges}
-    assert "stalled / give_up timeout read: idle p99\u00d74, 1s..30s" in {
+    assert "stalled / give_up timeout read: idle p99\u00d73.5, 1s..30s" in {
         text for *_, text in mermaid.edges
     }
 
@@ -184,4 +184,4 @@ def test_svg_is_valid_and_names_every_state() -> None:
     texts = {"".join(el.itertext()) for el in root.iter("{http://www.w3.org/2000/svg}text")}
     for state in DOWNLOAD.states:
         assert state.name in texts
-    assert "idle p99\u00d74, 1s..30s" in svg.replace("&gt;", ">")
+    assert "idle p99\u00d73.5, 1s..30s" in svg.replace("&gt;", ">")

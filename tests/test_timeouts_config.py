@@ -53,10 +53,10 @@ class TestLoad:
         config = load_config(env={})
         rule = config.rule("any", "peer")
         assert rule.policy == "idle"
-        assert (rule.idle.quantile, rule.idle.multiplier) == (0.99, 4.0)
+        assert (rule.idle.quantile, rule.idle.multiplier) == (0.99, 3.5)
         assert rule.health.suspect_after == 2
         assert rule.deadline.min == 0.25
-        assert rule_label(config, "read") == "idle p99\u00d74, 1s..30s"
+        assert rule_label(config, "read") == "idle p99\u00d73.5, 1s..30s"
 
     def test_labels(self) -> None:
         config = load_config(
@@ -71,7 +71,7 @@ class TestLoad:
         )
         assert rule_label(config, "a") == "deadline p99.9\u00d72, 250ms..30s"
         assert rule_label(config, "b") == "fixed 10s"
-        assert rule_label(config, "c") == "hedge p95 ≤5%, idle p99\u00d74, 1s..30s"
+        assert rule_label(config, "c") == "hedge p95 ≤5%, idle p99\u00d73.5, 1s..30s"
 
     def test_precedence(self, tmp_path: Path) -> None:
         path = tmp_path / "t.toml"
@@ -260,7 +260,8 @@ class TestCli:
     def test_show_resolved(self, capsys: pytest.CaptureFixture[str]) -> None:
         status, out, _ = run_cli(["timeouts", "show", "--kind", "get", "--peer", "p"], capsys)
         assert status == 0
-        assert out.startswith("# effective timeouts for kind=get peer=p: idle p99\u00d74, 1s..30s")
+        expected = "# effective timeouts for kind=get peer=p: idle p99\u00d73.5, 1s..30s"
+        assert out.startswith(expected)
 
     def test_show_invalid(
         self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -122,7 +122,7 @@ def warm_gaps(t: Timeouts, gap: float = 1.0, n: int = 50) -> None:
         t.estimator("get", "p1").gap(gap)
 
 
-def limit_for(seconds: float, multiplier: float = 4.0) -> float:
+def limit_for(seconds: float, multiplier: float = 3.5) -> float:
     """The learned limit when every observation was ``seconds``: the bin's
     upper edge (quantiles err on the side of waiting) times the multiplier."""
     return upper(bin_of(seconds)) * multiplier
@@ -280,7 +280,7 @@ class TestGuardedCall:
             remote.calls[-1][1].callback("ok")
         learned = t.explain("get", "p1").first_sign
         assert learned.seconds == pytest.approx(limit_for(0.5)) and learned.source == "learned"
-        warm_gaps(t, gap=0.3)  # the gap model allows 1.27 s
+        warm_gaps(t, gap=0.3)  # the gap model allows 1.1 s
         call = start(t, op, inputs, remote)
         clock.advance(0.5)
         call.progress()  # now the gap model rules, re-armed at once

@@ -52,7 +52,7 @@ class TestExplain:
         _, t = learned()
         text = "\n".join(t.explain("get", "a").lines())
         assert "kind=get peer=a policy=idle" in text
-        assert "first sign: 1.265s [prior] silence before the first sign: 4 x p99" in text
+        assert "first sign: 1.107s [prior] silence before the first sign: 3.5 x p99" in text
         assert "health: healthy (20 calls, 0 stalled" in text
         assert "hedge after" not in text
         suspect = "\n".join(t.explain("get", "c").lines())
@@ -184,6 +184,6 @@ def test_show_on_a_stdout_that_is_not_utf8(tmp_path: Path, encoding: str) -> Non
         )  # fmt: skip
         assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
         out = done.stdout.decode(encoding)
-        assert "p99x4, 1s..30s" in out or "p99\u00d74, 1s..30s" in out or "kind=get" in out
+        assert "p99x3.5, 1s..30s" in out or "p99\u00d73.5, 1s..30s" in out or "kind=get" in out
         if encoding == "ascii" and args[-1] == "show":
-            assert "idle p99x4, 1s..30s" in out
+            assert "idle p99x3.5, 1s..30s" in out

@@ -48,7 +48,7 @@ One `Timeouts` per process (it learns)::
 How limits are learned
 ----------------------
 * **Silence, not latency** (``idle``, the default): a stall is declared
-  when a call has been silent for ``idle.multiplier`` (4) times the
+  when a call has been silent for ``idle.multiplier`` (3.5) times the
   ``idle.quantile`` (p99) of the silences live calls of its kind showed:
   before their first sign of life, or between two progress events.  Every
   gap is learned, however short (a stream 5 ms apart trains the model).
@@ -112,7 +112,7 @@ TOML (or a dict of the same shape); every key is optional::
     min = "1s"
     max = "30s"
     quantile = 0.99
-    multiplier = 4.0
+    multiplier = 3.5
     window = 200
 
     [default.hedge]

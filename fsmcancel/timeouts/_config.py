@@ -153,7 +153,7 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
             _real(0.0, 1.0, open_low=True), 0.99, "silence quantile of live calls the limit follows"
         ),
         "idle.multiplier": _Knob(
-            _real(1.0, None, open_low=False), 4.0, "idle limit = quantile * multiplier"
+            _real(1.0, None, open_low=False), 3.5, "idle limit = quantile * multiplier"
         ),
         "idle.window": _Knob(_integer(4), 200, "silences a peer's estimate follows"),
         "hedge.initial": _Knob(_duration(True), 1.0, "cold-start hedge delay"),

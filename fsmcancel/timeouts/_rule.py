@@ -123,7 +123,7 @@ def _percentile(quantile: float) -> str:
 
 def label(rule: Rule) -> str:
     """
-    A short description of ``rule`` for diagrams, e.g. ``idle p99x4, 1s..30s``
+    A short description of ``rule`` for diagrams, e.g. ``idle p99x3.5, 1s..30s``
     (with a multiplication sign).
     """
     d, i, h = rule.deadline, rule.idle, rule.hedge
