@@ -159,11 +159,12 @@ variable) and value; nothing is applied unless everything is valid.
 included).
 """
 
-from fsmcancel.timeouts._config import ConfigError, TimeoutConfig, load_config, rule_label
+from fsmcancel.timeouts._config import ConfigError, TimeoutConfig, rule_label
 from fsmcancel.timeouts._estimators import Limit
 from fsmcancel.timeouts._guard import GuardedCall, TimedOut
 from fsmcancel.timeouts._health import PeerStatus
 from fsmcancel.timeouts._hedge import HedgedCall
+from fsmcancel.timeouts._loading import load_config
 from fsmcancel.timeouts._rule import Rule
 from fsmcancel.timeouts._timeouts import Explanation, Timeouts
 

@@ -23,15 +23,8 @@ import os
 import sys
 from typing import Any
 
-from fsmcancel.timeouts._config import (
-    ENV_PREFIX,
-    ConfigError,
-    TimeoutConfig,
-    iter_layers,
-    load_config,
-    quote_key,
-    render,
-)
+from fsmcancel.timeouts._config import ENV_PREFIX, ConfigError, TimeoutConfig, render
+from fsmcancel.timeouts._loading import iter_layers, load_config, quote_key
 from fsmcancel.timeouts._rule import label
 
 EXIT_INVALID = 1

@@ -20,11 +20,12 @@ from twisted.python.failure import Failure
 
 from fsmcancel.timeouts import _state
 from fsmcancel.timeouts._clock import ReactorTime, seconds_of
-from fsmcancel.timeouts._config import TimeoutConfig, load_config
+from fsmcancel.timeouts._config import TimeoutConfig
 from fsmcancel.timeouts._estimators import KeyEstimator, Limit, Pool
 from fsmcancel.timeouts._guard import GuardedCall, Plan, TimedOut
 from fsmcancel.timeouts._health import PeerHealth, PeerStatus, rank
 from fsmcancel.timeouts._hedge import HedgeBudget, HedgedCall
+from fsmcancel.timeouts._loading import load_config
 from fsmcancel.timeouts._rule import HedgeRule, Rule
 
 T = TypeVar("T")
