@@ -117,7 +117,7 @@ def start(t: Timeouts, op: StandInOperation, inputs: Inputs, remote: Remote, **k
     )
 
 
-def warm_gaps(t: Timeouts, gap: float = 1.0, n: int = 50) -> None:
+def warm_gaps(t: Timeouts, gap: float = 1.0, n: int = 400) -> None:
     for _ in range(n):
         t.estimator("get", "p1").gap(gap)
 
@@ -166,11 +166,11 @@ class TestGuardedCall:
     def test_cold_start_idle_timeout(self) -> None:
         clock, op, t, inputs, remote = setup()
         start(t, op, inputs, remote)
-        clock.advance(4.999)
+        clock.advance(2.999)
         assert inputs.events == []
         clock.advance(0.001)
         [(_, timed_out)] = inputs.events
-        assert timed_out == TimedOut("get", "p1", 5.0, "idle", 5.0)
+        assert timed_out == TimedOut("get", "p1", 3.0, "idle", 3.0)
         assert remote.cancelled == [("arg",)]
         assert clock.getDelayedCalls() == [] and op.owned == []
         assert remote.consumed()
@@ -273,7 +273,7 @@ class TestGuardedCall:
 
     def test_first_sign_limit_learns_and_first_progress_tightens(self) -> None:
         clock, op, t, inputs, remote = setup()
-        for _ in range(30):  # first byte after 0.5 s, every time
+        for _ in range(400):  # first byte after 0.5 s, every time
             call = start(t, op, inputs, remote)
             clock.advance(0.5)
             call.progress()

@@ -25,7 +25,7 @@ def call(t: Timeouts, op: StandInOperation, inputs: Inputs, remote: Remote, peer
 
 
 def warm(clock: Clock, t: Timeouts, op: StandInOperation, remote: Remote, first: float = 0.3,
-         peers: tuple[str, ...] = ("a", "b", "c"), n: int = 60) -> None:  # fmt: skip
+         peers: tuple[str, ...] = ("a", "b", "c"), n: int = 400) -> None:  # fmt: skip
     """Calls to ``peers`` that each answer ``first`` seconds after the request."""
     inputs = Inputs()
     for i in range(n):
@@ -141,7 +141,7 @@ class TestSlowButAlive:
 
     def test_an_alive_peer_slower_than_the_limit_is_explored_and_learned(self) -> None:
         clock, op, t, inputs, remote = setup(HEALTH)
-        warm(clock, t, op, remote, peers=("a", "b", "c", "d", "e", "f"), n=300)
+        warm(clock, t, op, remote, peers=("a", "b", "c", "d", "e", "f"), n=600)
         # Peer "b" now answers in 2 s every third call (0.3 s otherwise):
         # beyond its limit, but it keeps answering in between.
         outcomes, sources = [], set()
@@ -164,3 +164,43 @@ def test_no_backoff_of_call_limits_from_health_knobs() -> None:
     warm(clock, t, op, remote)
     waits = {round(stall(clock, t, op, remote, "a").waited, 6) for _ in range(5)}
     assert len(waits) == 1
+
+
+class TestAKindSlowerThanItsInitial:
+    """
+    Every peer of a kind is slower than ``initial``: its calls time out
+    until something lets one finish; from then on the limit is never below
+    what that call proved is needed.
+    """
+
+    def test_slow_first_sign_learned_by_the_generous_probe(self) -> None:
+        clock, op, t, inputs, remote = setup(HEALTH)
+        outcomes = []
+        for _ in range(12):
+            inputs.events.clear()
+            call(t, op, inputs, remote, "a")
+            d = remote.calls[-1][1]
+            clock.pump([0.05] * 80)  # headers after 4 s, while initial is 3 s
+            if not d.called:
+                d.callback("slow but fine")
+            outcomes.append(inputs.events[0][0])
+            clock.advance(2.0)
+        assert outcomes[:2] == ["timeout", "timeout"]  # then suspect, probed at 12 s
+        assert outcomes[-6:] == ["result"] * 6, outcomes
+
+    def test_slow_chunks_learned_by_exploring(self) -> None:
+        clock, op, t, inputs, remote = setup({"default": {"idle": {"initial": "2s"}}})
+        outcomes = []
+        for _ in range(12):
+            inputs.events.clear()
+            guarded = call(t, op, inputs, remote, "a")
+            d = remote.calls[-1][1]
+            clock.advance(0.5)
+            guarded.progress()
+            for _ in range(3):  # chunks 2.5 s apart, while initial is 2 s
+                clock.pump([0.1] * 25)
+                guarded.progress()
+            if not d.called:
+                d.callback("slow but fine")
+            outcomes.append(inputs.events[0][0])
+        assert outcomes.count("timeout") <= 3 and outcomes[-6:] == ["result"] * 6, outcomes

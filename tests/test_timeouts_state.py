@@ -53,7 +53,7 @@ class TestExplain:
         text = "\n".join(t.explain("get", "a").lines())
         assert "kind=get peer=a policy=idle" in text
         assert "first sign: 1.107s [prior] silence before the first sign: 3.5 x p99" in text
-        assert "health: healthy (20 calls, 0 stalled" in text
+        assert "health: healthy (134 calls, 0 stalled, 0 in a row" in text
         assert "hedge after" not in text
         suspect = "\n".join(t.explain("get", "c").lines())
         assert "health: suspect" in suspect and "probe in 10.0s" in suspect
@@ -111,13 +111,13 @@ class TestState:
             "version": 1,
             "keys": [
                 {"peer": "p", "kind": "k", "latency": [[0.2, 0.0], [5.0, 1.0]],
-                 "first": [[0.3, 0.0]] * 100, "gaps": [1.0, 1.1], "timeouts": 2},
+                 "first": [[0.3, 0.0]] * 400, "gaps": [1.0, 1.1], "timeouts": 2},
             ],
         }  # fmt: skip
         t = Timeouts(load_config(env={}), clock=Clock())
         t.import_state(old)
         est = t.estimator("k", "p")
-        assert (est.first.seen, est.gaps.seen, est.latency.seen) == (100, 2, 2)
+        assert (est.first.seen, est.gaps.seen, est.latency.seen) == (400, 2, 2)
         assert t.explain("k", "p").first_sign.source == "learned"
 
     def test_keys_bounded(self) -> None:

@@ -58,7 +58,9 @@ How limits are learned
   its kind's pool (every peer's observations), weighted by their counts:
   a new peer of a known kind gets the kind's limit on its first call.
   ``initial`` applies only while the whole kind has fewer than 20
-  observations, then fades out within about a hundred.
+  observations (and never below 3.5 times the longest seen), then fades
+  out linearly by the 333rd (at p99: when the p99's upper confidence bound
+  first lies inside the data).
 * **Stalls are their own population**: a call given up at its limit is
   counted as a stall (for health) and never enters the live estimates, so
   they stay identifiable however frequent stalls are: no ratchet to the cap,
@@ -108,7 +110,7 @@ TOML (or a dict of the same shape); every key is optional::
     window = 1000
 
     [default.idle]
-    initial = "5s"
+    initial = "3s"
     min = "1s"
     max = "30s"
     quantile = 0.99

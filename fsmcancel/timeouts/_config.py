@@ -140,7 +140,7 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
             _real(1.0, None, open_low=False), 2.0, "deadline = quantile * multiplier"
         ),
         "deadline.window": _Knob(_integer(16), 1000, "latencies kept per key"),
-        "idle.initial": _Knob(_duration(True), 5.0, "cold-start idle timeout"),
+        "idle.initial": _Knob(_duration(True), 3.0, "idle limit while the kind is new"),
         "idle.min": _Knob(_duration(True), 1.0, "lowest idle timeout"),
         "idle.max": _Knob(_duration(True), 30.0, "highest idle timeout"),
         "idle.quantile": _Knob(

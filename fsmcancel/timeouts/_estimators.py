@@ -41,6 +41,7 @@ observations, and then fades as the kind's evidence grows.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -181,6 +182,7 @@ class KeyEstimator:
         """Time from the request to the call's first sign of life."""
         self.first.add(seconds)
         self.pool.first.add(seconds)
+        self._alive()
 
     def gap(self, seconds: float) -> None:
         """Silence between two progress events of a live call."""
@@ -195,10 +197,14 @@ class KeyEstimator:
     def answered(self) -> None:
         """The call ended with an answer (a result or an error reply)."""
         self._count(0.0)
+        self._alive()
+
+    def _alive(self) -> None:
+        # A sign of life after timeouts: were they live calls slower than
+        # the limit?  One timeout in the last twenty calls is a stall's bad
+        # luck; two or more, beyond what the kind's stalls explain, is news.
         if self.timed_out_since_alive:
             self.timed_out_since_alive = False
-            # One timeout in the last twenty calls is a stall's bad luck;
-            # two or more, beyond what the kind's stalls explain, is news.
             if self.share > 3 * self.pool.share + 0.06:
                 self.explore = EXPLORE_CALLS
 
@@ -319,6 +325,18 @@ def _percent(q: float) -> str:
     return f"p{round(q * 100, 4):g}"
 
 
+@functools.lru_cache(maxsize=32)
+def enough(q: float) -> float:
+    """
+    Observations from which the `CONFIDENCE` upper bound on the ``q``
+    quantile lies inside the data: the smallest ``n`` with
+    ``q + z sqrt(q (1 - q) / n) <= 1 - 1 / n``.
+    """
+    b = CONFIDENCE * math.sqrt(q * (1.0 - q))
+    x = (-b + math.sqrt(b * b + 4.0 * (1.0 - q))) / 2.0  # x = 1 / sqrt(n)
+    return 1.0 / (x * x)
+
+
 def learn(
     own: Histogram,
     pooled: Histogram,
@@ -334,16 +352,22 @@ def learn(
     within ``low``..``high``.
 
     While the kind has seen fewer than `MIN_SAMPLES` observations, or none
-    completed, the limit is ``initial``.  After that, ``initial`` still
-    bounds it from below, with a weight that fades as the kind's evidence
-    grows (as if ``initial`` were worth ``0.05 / (1 - q)`` observations,
-    50 at p99.9): a p99.9 read off 100 calls is their maximum, not yet a
-    tail.
+    completed, the limit is ``initial``.  The quantile read is a 90% upper
+    confidence bound on ``q``; until the kind has enough observations for
+    that bound to lie inside the data (`enough`: 333 at p99), it lies beyond
+    the longest call seen, which says little, and ``initial`` still bounds
+    the limit from below, fading linearly to nothing by then.
     """
     n = pooled.seen
     if n < MIN_SAMPLES or not pooled.events:
+        # Never below what completed calls prove is needed: a kind slower
+        # than ``initial`` would otherwise time out on every call and, its
+        # calls all stalls, never be learned.
+        proven = max(own.longest(), pooled.longest()) * multiplier
         why = f"{what}: the kind is new ({n} observations, {MIN_SAMPLES} needed)"
-        return Limit(_clamp(initial, low, high), "initial", why)
+        if proven > initial:
+            why += f"; {multiplier:g} x the longest seen, {proven / multiplier:.3g}s"
+        return Limit(_clamp(max(initial, proven), low, high), "initial", why)
     # An upper confidence bound on the quantile, not the point estimate: the
     # p99 of 150 calls is their second largest, too low as often as not.
     total = own.total + pooled.total
@@ -357,8 +381,7 @@ def learn(
         f"{what}: {multiplier:g} x {_percent(q)} {value:.3g}s{bound} of {own.seen} own and "
         f"{n} kind observations ({own_share:.0%} own)"
     )
-    weight = 0.05 / (1.0 - q)
-    fading = initial * weight / (weight + n)
+    fading = initial * (1.0 - n / enough(q))
     if fading > learned:
         why = (
             f"{what}: initial {initial:g}s fading as the kind's observations accumulate, "

@@ -251,7 +251,7 @@ class GuardedCall(Generic[T]):
         self._finish()
         waited = now - self.started
         self._estimator.stalled()
-        self._health.ended(True, self.probe, now, self._rule)
+        self._health.ended(True, self.probe, now, self._rule, silent=not self.progressed)
         if self._deferred is not None:
             self._deferred.cancel()
         self._end(self)

@@ -72,6 +72,7 @@ class PeerHealth:
         "probe_at",
         "probing",
         "recent",
+        "silent",
         "stalls",
         "strikes",
         "suspect",
@@ -88,6 +89,8 @@ class PeerHealth:
         self.calls = 0
         self.stalls = 0
         self.recent = 0.0
+        #: The last call ended in a stall without any sign of life.
+        self.silent = False
 
     @property
     def seen_alive(self) -> bool:
@@ -111,13 +114,19 @@ class PeerHealth:
     def alive(self, now: float) -> None:
         """A sign of life: an answer (even an error) or progress."""
         self.last_alive = now
+        self.silent = False
         self.strikes = 0
         self.suspect = False
         self.probing = False
         self.failed_probes = 0
 
-    def ended(self, stalled: bool, probe: bool, now: float, rule: Rule) -> None:
-        """A call ended: ``stalled`` if given up at its limit."""
+    def ended(
+        self, stalled: bool, probe: bool, now: float, rule: Rule, *, silent: bool = False
+    ) -> None:
+        """
+        A call ended: ``stalled`` if given up at its limit, ``silent`` if it
+        never showed a sign of life.
+        """
         self.calls += 1
         self.recent += _RECENT * ((1.0 if stalled else 0.0) - self.recent)
         if probe:
@@ -126,6 +135,7 @@ class PeerHealth:
             return
         self.stalls += 1
         self.strikes += 1
+        self.silent = silent
         if probe:
             self.failed_probes += 1
             self.probe_at = now + self.interval(rule)

@@ -220,9 +220,9 @@ class Timeouts:
         if probe:
             why = "probe of a suspect peer, usual limit: " + first.why
             return Plan(Limit(first.seconds, "probe", why), 1.0, True)
-        # Only while the peer's last call answered: a peer that stalls again
-        # may be dead, and must be detected as fast as before.
-        if est.explore and health.strikes == 0:
+        # Not after a call that never showed a sign of life: that peer may
+        # be dead, and must be detected as fast as before.
+        if est.explore and not health.silent and not health.suspect:
             if start:
                 est.explore -= 1
             why = "explore: a call timed out, then the peer answered; slower than the limit?"

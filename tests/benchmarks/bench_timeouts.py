@@ -25,18 +25,20 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from timeouts_baselines import (  # type: ignore[import-not-found, unused-ignore]
+    run_fixed,
+    run_phi_gaps,
+    run_phi_latency,
+    run_rfc6298,
+)
 from timeouts_sim import (  # type: ignore[import-not-found, unused-ignore]
     FAMILIES,
     VARIATIONS,
     Family,
     Result,
     StandInOperation,
-    run_fixed,
     run_fsmcancel,
     run_hedged,
-    run_phi_gaps,
-    run_phi_latency,
-    run_rfc6298,
     workload,
 )
 from twisted.internet.defer import Deferred
