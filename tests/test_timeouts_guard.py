@@ -345,42 +345,62 @@ def hedged(
 HEDGE = {"kinds": {"get": {"policy": "hedge", "hedge": {"initial": "200ms", "burst": 1}}}}
 
 
-OUTCOMES = st.sampled_from(["result", "failure", "stall", "progress", "leave", "advance"])
+OUTCOMES = st.sampled_from(
+    ["result", "failure", "stall", "progress", "leave", "advance", "call", "rank"]
+)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    script=st.lists(st.tuples(st.integers(0, 3), OUTCOMES), max_size=30),
+    script=st.lists(st.tuples(st.integers(0, 3), OUTCOMES), max_size=40),
     hedge=st.booleans(),
 )
 def test_no_timer_left_armed(script: list[tuple[int, str]], hedge: bool) -> None:
     """
-    Whatever happens to up to four concurrent calls, once each has ended no
-    timer is left armed, nothing is still owned, nothing is reported twice,
-    and no failure is left unconsumed.
+    Whatever happens to concurrent calls to a few peers (answers, failures,
+    progress, stalls that make peers suspect and tighten the calls in
+    flight, probes claimed by rank, hedges, the state left), once each has
+    ended no timer is left armed, nothing is still owned, no call is
+    reported twice, no failure is left unconsumed, and health forgets
+    every finished call.
     """
-    clock, op, t, inputs, remote = setup(HEDGE if hedge else None)
-    calls = [
-        hedged(t, op, inputs, remote, ["a", "b"]) if hedge else start(t, op, inputs, remote)
-        for _ in range(4)
-    ]
+    clock, op, t, inputs, remote = setup(
+        {**(HEDGE if hedge else {}), "default": {"health": {"probe_interval": "1s"}}}
+    )
+    peers = ["a", "b", "c"]
+
+    def begin(i: int) -> Any:
+        if hedge:
+            return hedged(t, op, inputs, remote, [peers[i % 3], peers[(i + 1) % 3]])
+        return start(t, op, inputs, remote, peer=peers[i % 3])
+
+    calls = [begin(i) for i in range(4)]
     for index, outcome in script:
         pending = [d for _, d in remote.calls if not d.called]
         if outcome == "result" and pending:
             pending[index % len(pending)].callback("ok")
         elif outcome == "failure" and pending:
             pending[index % len(pending)].errback(ConnectionRefusedError())
-        elif outcome == "progress" and not hedge:
-            calls[index].progress()
+        elif outcome == "progress":
+            call = calls[index % len(calls)]
+            if hedge:
+                call.progress(peers[index % 3])
+            else:
+                call.progress()
         elif outcome == "advance":
             clock.advance(0.5 * (index + 1))
         elif outcome == "stall":
             clock.advance(60)
         elif outcome == "leave":
             op.leave()
+        elif outcome == "call":
+            calls.append(begin(index))
+        elif outcome == "rank":
+            assert sorted(t.rank("get", peers)) == peers
     clock.pump([1.0] * 1000)  # every remaining call times out
     assert clock.getDelayedCalls() == []
     assert op.owned == []
-    assert len(inputs.events) <= 4
+    assert len(inputs.events) <= len(calls)
     assert all(c.done for c in calls)
     assert remote.consumed()
+    assert all(not t._health(p).inflight for p in peers)

@@ -63,6 +63,26 @@ class TestDeadPeers:
         assert len(waits) == 6 and max(waits) == pytest.approx(min(waits))
         assert waits[0] == pytest.approx(limit_for(0.3), abs=0.011)
 
+    def test_calls_in_flight_when_it_dies_are_judged_by_the_same_limit(self) -> None:
+        clock, op, t, inputs, remote = setup(HEALTH)
+        warm(clock, t, op, remote)  # first sign after 0.3 s: limit 1.1 s
+        for _ in range(400):
+            t.estimator("get", "a").gap(1.0)  # chunks 1 s apart: gap limit 3.7 s
+        streaming = call(t, op, inputs, remote, "a")
+        clock.advance(0.5)
+        streaming.progress()
+        clock.advance(0.5)
+        streaming.progress()  # ...and then the peer dies
+        call(t, op, inputs, remote, "a")
+        while len(inputs.events) < 2:
+            clock.advance(0.01)
+        waits = sorted(e[1].waited for e in inputs.events if isinstance(e[1], TimedOut))
+        # The new call stalls silently at its 1.1 s; from then on the call in
+        # flight is judged by that limit too: dead for 1.1 s, it is given up
+        # at once, not 3.7 s after its last chunk.
+        assert waits == pytest.approx([limit_for(0.3), 1.0 + limit_for(0.3)], abs=0.011)
+        assert clock.getDelayedCalls() == [] and op.owned == []
+
     def test_marked_suspect_and_ranked_last(self) -> None:
         clock, op, t, _, remote = setup(HEALTH)
         warm(clock, t, op, remote)

@@ -44,9 +44,10 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from math import log as _log
 from typing import Any
 
-from fsmcancel.timeouts._histogram import Histogram, quantile
+from fsmcancel.timeouts._histogram import _LOG_LOW, _SCALE, LOW, MAX_BIN, Histogram, quantile
 from fsmcancel.timeouts._rule import Rule
 
 #: Observations of the whole kind before anything learned replaces ``initial``.
@@ -159,6 +160,7 @@ class KeyEstimator:
         "gaps",
         "latency",
         "pool",
+        "pool_gaps",
         "share",
         "stalls",
         "timed_out_since_alive",
@@ -166,6 +168,7 @@ class KeyEstimator:
 
     def __init__(self, rule: Rule, pool: Pool) -> None:
         self.pool = pool
+        self.pool_gaps = pool.gaps  # per chunk: one attribute away, not two
         self.first = Histogram(rule.idle.window)
         self.gaps = Histogram(rule.idle.window)
         self.latency = Histogram(rule.deadline.window)
@@ -185,9 +188,29 @@ class KeyEstimator:
         self._alive()
 
     def gap(self, seconds: float) -> None:
-        """Silence between two progress events of a live call."""
-        self.gaps.add(seconds)
-        self.pool.gaps.add(seconds)
+        """
+        Silence between two progress events of a live call.  Called per
+        chunk, so the bin is computed once for both histograms.
+        """
+        b = 0 if seconds <= LOW else int((_log(seconds) - _LOG_LOW) * _SCALE)
+        if b > MAX_BIN:
+            b = MAX_BIN
+        # Histogram.add_bin, inlined for both: a method call is a quarter
+        # of the cost of a progress event.
+        h = self.gaps
+        events = h.events
+        events[b] = events.get(b, 0.0) + 1.0
+        h.total += 1.0
+        h.seen += 1
+        if h.seen >= h.halve_at:
+            h.halve()
+        h = self.pool_gaps
+        events = h.events
+        events[b] = events.get(b, 0.0) + 1.0
+        h.total += 1.0
+        h.seen += 1
+        if h.seen >= h.halve_at:
+            h.halve()
 
     def completed(self, latency: float) -> None:
         self.latency.add(latency)

@@ -30,6 +30,7 @@ Design constraints, and how they are met:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -88,6 +89,7 @@ class GuardedCall(Generic[T]):
     """
 
     __slots__ = (
+        "_cap",
         "_deadline",
         "_deferred",
         "_done",
@@ -148,6 +150,7 @@ class GuardedCall(Generic[T]):
         self._idle = rule.policy in ("idle", "hedge")
         self._factor = plan.factor
         self._first = plan.first.seconds
+        self._cap = math.inf
         self._done = False
         self.progressed = False
         self._timer: Timer | None = None
@@ -162,6 +165,7 @@ class GuardedCall(Generic[T]):
         return self._done
 
     def start(self, fn: Callable[..., Deferred[T]], *args: Any) -> None:
+        self._health.inflight.add(self)
         self._arm(self.started)
         try:
             d = fn(*args)
@@ -201,9 +205,23 @@ class GuardedCall(Generic[T]):
         life, the limit the call started with; after it, the gap model's.
         """
         if not self.progressed:
-            return self._first
+            return min(self._first, self._cap)
         limit = self._estimator.silence_limit(self._rule, True).seconds
-        return limit * self._factor if self._factor != 1.0 else limit
+        return min(limit * self._factor if self._factor != 1.0 else limit, self._cap)
+
+    def tighten(self, cap: float) -> None:
+        """
+        Another call to this peer just stalled without a sign of life: from
+        now on this one's silence is judged by at most ``cap`` as well, so a
+        peer that died with calls in flight has each detected no later than
+        the first.
+        """
+        if self._done or cap >= self._cap:
+            return
+        self._cap = cap
+        if self._timer is not None and self.last + self.silence_limit() < self._due:
+            self._timer.cancel()
+            self._arm(self._seconds())
 
     def cancel(self) -> None:
         """Give up the call: cancel its Deferred, disarm, report nothing."""
@@ -243,6 +261,7 @@ class GuardedCall(Generic[T]):
 
     def _finish(self) -> None:
         self._done = True
+        self._health.inflight.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -251,7 +270,9 @@ class GuardedCall(Generic[T]):
         self._finish()
         waited = now - self.started
         self._estimator.stalled()
-        self._health.ended(True, self.probe, now, self._rule, silent=not self.progressed)
+        self._health.ended(
+            True, self.probe, now, self._rule, silent=not self.progressed, limit=self._first
+        )
         if self._deferred is not None:
             self._deferred.cancel()
         self._end(self)

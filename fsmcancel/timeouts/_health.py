@@ -66,8 +66,10 @@ class PeerHealth:
 
     __slots__ = (
         "calls",
+        "cap",
         "claimed_until",
         "failed_probes",
+        "inflight",
         "last_alive",
         "probe_at",
         "probing",
@@ -91,6 +93,13 @@ class PeerHealth:
         self.recent = 0.0
         #: The last call ended in a stall without any sign of life.
         self.silent = False
+        #: While calls keep stalling silently, the limit of the first of
+        #: them: later calls never get more (the estimate may drift up
+        #: meanwhile; a dead peer must not be detected more slowly).
+        self.cap: float | None = None
+        #: Calls to this peer still running: when one stalls silently, the
+        #: others' silence is judged by the same limit from then on.
+        self.inflight: set[Any] = set()
 
     @property
     def seen_alive(self) -> bool:
@@ -115,17 +124,25 @@ class PeerHealth:
         """A sign of life: an answer (even an error) or progress."""
         self.last_alive = now
         self.silent = False
+        self.cap = None
         self.strikes = 0
         self.suspect = False
         self.probing = False
         self.failed_probes = 0
 
     def ended(
-        self, stalled: bool, probe: bool, now: float, rule: Rule, *, silent: bool = False
+        self,
+        stalled: bool,
+        probe: bool,
+        now: float,
+        rule: Rule,
+        *,
+        silent: bool = False,
+        limit: float | None = None,
     ) -> None:
         """
         A call ended: ``stalled`` if given up at its limit, ``silent`` if it
-        never showed a sign of life.
+        never showed a sign of life, ``limit`` its limit before one.
         """
         self.calls += 1
         self.recent += _RECENT * ((1.0 if stalled else 0.0) - self.recent)
@@ -136,6 +153,10 @@ class PeerHealth:
         self.stalls += 1
         self.strikes += 1
         self.silent = silent
+        if silent and limit is not None and (self.cap is None or limit < self.cap):
+            self.cap = limit
+            for call in list(self.inflight):
+                call.tighten(limit)
         if probe:
             self.failed_probes += 1
             self.probe_at = now + self.interval(rule)

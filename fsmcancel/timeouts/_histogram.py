@@ -43,11 +43,11 @@ MAX_BIN = 10 * BINS_PER_DECADE
 _NEGLIGIBLE = 1e-3
 
 
-def bin_of(seconds: float) -> int:
+def bin_of(seconds: float, _log: Any = math.log) -> int:
     """The bin holding ``seconds``."""
     if seconds <= LOW:
         return 0
-    i = int((math.log(seconds) - _LOG_LOW) * _SCALE)
+    i = int((_log(seconds) - _LOG_LOW) * _SCALE)
     return i if i < MAX_BIN else MAX_BIN
 
 
@@ -67,7 +67,7 @@ class Histogram:
     evidence there has been, which ageing must not forget).
     """
 
-    __slots__ = ("_since", "censored", "events", "half_life", "seen", "total", "version")
+    __slots__ = ("censored", "events", "half_life", "halve_at", "seen", "total")
 
     def __init__(self, half_life: int) -> None:
         self.half_life = half_life
@@ -75,22 +75,21 @@ class Histogram:
         self.censored: dict[int, float] = {}
         self.total = 0.0
         self.seen = 0
-        self.version = 0
-        self._since = 0
+        #: ``seen`` at which every count is next halved.
+        self.halve_at = half_life
 
     def add(self, seconds: float) -> None:
         """A duration observed in full."""
-        b = 0 if seconds <= LOW else int((math.log(seconds) - _LOG_LOW) * _SCALE)
-        if b > MAX_BIN:
-            b = MAX_BIN
+        self.add_bin(bin_of(seconds))
+
+    def add_bin(self, b: int) -> None:
+        """An observation in bin ``b`` (see `bin_of`)."""
         events = self.events
         events[b] = events.get(b, 0.0) + 1.0
         self.total += 1.0
         self.seen += 1
-        self.version += 1
-        self._since += 1
-        if self._since >= self.half_life:
-            self._halve()
+        if self.seen >= self.halve_at:
+            self.halve()
 
     def censor(self, seconds: float) -> None:
         """A duration known only to exceed ``seconds``."""
@@ -98,13 +97,12 @@ class Histogram:
         self.censored[b] = self.censored.get(b, 0.0) + 1.0
         self.total += 1.0
         self.seen += 1
-        self.version += 1
-        self._since += 1
-        if self._since >= self.half_life:
-            self._halve()
+        if self.seen >= self.halve_at:
+            self.halve()
 
-    def _halve(self) -> None:
-        self._since = 0
+    def halve(self) -> None:
+        """Age: halve every count (amortised O(1): once per ``half_life``)."""
+        self.halve_at = self.seen + self.half_life
         for counts in (self.events, self.censored):
             for b in list(counts):
                 value = counts[b] * 0.5
@@ -153,6 +151,7 @@ class Histogram:
         if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
             raise ValueError(f"{where}.seen: expected a non-negative integer, got {seen!r}")
         h.seen = seen
+        h.halve_at = seen + half_life
         h.total = math.fsum(h.events.values()) + math.fsum(h.censored.values())
         return h
 

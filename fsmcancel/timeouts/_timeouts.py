@@ -214,6 +214,11 @@ class Timeouts:
         generous = rule.health.probe_multiplier
         high = max(rule.idle.max, rule.deadline.max if rule.policy == "deadline" else 0.0)
         probe = health.start(now) if start else health.probe_next(now)
+        if health.silent and health.cap is not None and health.cap < first.seconds:
+            why = f"capped at the limit of the first of its silent stalls; {first.why}"
+            first = Limit(health.cap, "suspect", why)
+        elif health.suspect:
+            first = Limit(first.seconds, "suspect", first.why)
         if probe and not health.seen_alive:
             why = "probe of a peer never seen alive: slower than its kind, or dead?"
             return Plan(first.scaled(generous, high, "probe", why), generous, True)
@@ -342,6 +347,7 @@ class Timeouts:
         self._pools.update(pools)
         for key, (rule, est) in keys.items():
             est.pool = self.pool(key[0])
+            est.pool_gaps = est.pool.gaps
             self._keys[key] = (rule, est)
             self._keys.move_to_end(key)
         self._peers.update(peers)

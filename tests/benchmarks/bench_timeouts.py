@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import random
 import sys
 import time
@@ -143,9 +144,11 @@ def targets(key: str, results: dict[str, Result]) -> bool:
         return check("false timeouts <= 0.01% through the shift", rate <= 1e-4, detail)
     if key == "dead":
         worse = []
-        for peer, times in mine.dead_detect.items():
+        firsts = []
+        for peer, calls in mine.dead_detect.items():
+            times = [t for _, t in sorted(calls)]  # in the order the calls started
+            firsts.append(f"{times[0]:.2f}")
             worse += [f"{peer} #{i + 2}" for i, t in enumerate(times[1:10]) if t > times[0] + 1e-6]
-        firsts = [f"{t[0]:.2f}" for t in mine.dead_detect.values()]
         return check(
             "2nd to 10th detection of each dead peer <= its first",
             not worse,
@@ -181,15 +184,20 @@ def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
     ]
     rng = random.Random(0)
 
-    def per_event(run: Callable[[], object], n: int) -> float:
-        gc.collect()
-        gc.disable()  # as timeit does: measure the code, not a collection
-        try:
-            t0 = time.perf_counter()
-            run()
-            return (time.perf_counter() - t0) / n * 1e6
-        finally:
-            gc.enable()
+    def per_event(run: Callable[[], object], n: int, repeat: int = 5) -> float:
+        # As timeit does: no collection during the run, and the best of a
+        # few runs (the machine is shared; the others measure the neighbours).
+        best = math.inf
+        for _ in range(repeat):
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                run()
+                best = min(best, (time.perf_counter() - t0) / n * 1e6)
+            finally:
+                gc.enable()
+        return best
 
     def progress_all(order: Sequence[Callable[[], object]]) -> None:
         for progress in order:
@@ -203,7 +211,7 @@ def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
         for i, timer in enumerate(order):
             timer.reset(3600 + i * 1e-3)
 
-    first = per_event(lambda: progress_all([call.progress for call in calls]), armed)
+    first = per_event(lambda: progress_all([call.progress for call in calls]), armed, 1)
     random_order = [calls[rng.randrange(armed)].progress for _ in range(events)]
     sequential = [calls[i % armed].progress for i in range(events)]
     stores = [calls[rng.randrange(armed)] for _ in range(events)]

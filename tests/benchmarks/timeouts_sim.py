@@ -192,8 +192,18 @@ class StandInOperation:
         release(obj)
 
 
-def remote(clock: Clock, spec: Spec, progress: Callable[[], object]) -> Deferred[str]:
-    """A call that reports progress and answers on ``clock`` as ``spec`` says."""
+def remote(
+    clock: Clock,
+    spec: Spec,
+    progress: Callable[[], object],
+    dead: Callable[[], bool] = lambda: False,
+    delivered: list[float] | None = None,
+) -> Deferred[str]:
+    """
+    A call that reports progress and answers on ``clock`` as ``spec`` says,
+    until ``dead()`` says its peer died: from then on it is silent.  The
+    offsets of the progress events it delivered are appended to ``delivered``.
+    """
     pending: list[Any] = []
     start = clock.seconds()
 
@@ -211,11 +221,19 @@ def remote(clock: Clock, spec: Spec, progress: Callable[[], object]) -> Deferred
             pending.append(clock.callLater(max(0.0, delay), fire_progress, index))
         elif not spec.stall:
             delay = spec.latency - (clock.seconds() - start)
-            pending.append(clock.callLater(max(0.0, delay), d.callback, "answer"))
+            pending.append(clock.callLater(max(0.0, delay), answer))
 
     def fire_progress(index: int) -> None:
+        if dead():
+            return
+        if delivered is not None:
+            delivered.append(clock.seconds() - start)
         progress()
         next_event(index + 1)
+
+    def answer() -> None:
+        if not dead():
+            d.callback("answer")
 
     next_event(0)
     return d
@@ -225,7 +243,9 @@ def remote(clock: Clock, spec: Spec, progress: Callable[[], object]) -> Deferred
 class Result:
     name: str
     detect: list[float] = field(default_factory=list)  # per stall, from its onset
-    dead_detect: dict[str, list[float]] = field(default_factory=dict)  # per dead peer, in order
+    #: Per dead peer, (call number, detection) of each call started after it
+    #: died (calls in flight when it died are stalls, not in this list).
+    dead_detect: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     live: int = 0
     slow: int = 0
     cold: int = 0  # live calls among each peer's first 20
@@ -244,7 +264,7 @@ class Result:
             self.detect.append(when - spec.onset)
             self.wasted += when - spec.onset
             if spec.dead:
-                self.dead_detect.setdefault(spec.peer, []).append(when - spec.onset)
+                self.dead_detect.setdefault(spec.peer, []).append((spec.index, when - spec.onset))
             return
         self.live += 1
         self.slow += spec.slow
@@ -296,6 +316,9 @@ def run_fsmcancel(name: str, config: TimeoutConfig, specs: list[Spec], *,
     for s in specs:
         if s.dead:
             dead_at[s.peer] = min(dead_at.get(s.peer, s.index), s.index)
+    # A peer dies when its first dead call starts: its calls still in
+    # flight then go silent too (a dead host answers nothing).
+    died: dict[str, float] = {}
     running = 0
     rng = random.Random(len(specs))
 
@@ -313,16 +336,28 @@ def run_fsmcancel(name: str, config: TimeoutConfig, specs: list[Spec], *,
                     spec = replace(spec, latency=math.inf, events=(), slow=False, dead=True)
         start = clock.seconds()
         holder: list[Any] = []
+        delivered: list[float] = []
+        peer = spec.peer
+        if spec.dead:
+            died.setdefault(peer, start)
 
         def done(outcome: object) -> None:
             nonlocal running
             running -= 1
-            result.record(spec, isinstance(outcome, TimedOut), clock.seconds() - start)
+            timed_out = isinstance(outcome, TimedOut)
+            cut = spec
+            if timed_out and not spec.stall and peer in died:
+                # Cut by its peer's death: silent since the later of its
+                # last event and the death (the onset of its stall).
+                onset = max([died[peer] - start, *delivered])
+                cut = replace(spec, latency=math.inf, events=(onset,), slow=False)
+            result.record(cut, timed_out, clock.seconds() - start)
 
         running += 1
         call = timeouts.call(
-            op, remote, clock, spec, lambda: holder[0].progress(), kind=KIND, peer=spec.peer,
-            on_result=done, on_failure=done, on_timeout=done,
+            op, remote, clock, spec, lambda: holder[0].progress(),
+            lambda: peer in died, delivered,
+            kind=KIND, peer=peer, on_result=done, on_failure=done, on_timeout=done,
         )  # fmt: skip
         holder.append(call)
 
