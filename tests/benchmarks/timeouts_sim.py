@@ -329,7 +329,7 @@ def run_fsmcancel(name: str, config: TimeoutConfig, specs: list[Spec], *,
             other = peers[rng.randrange(len(peers))]
             chosen = timeouts.rank(KIND, [spec.peer, other])[0]
             if chosen != spec.peer:
-                gone = other in dead_at and spec.index >= dead_at[other]
+                gone = other in died  # the other peer is dead already
                 base = spec.instead or spec
                 spec = replace(base, peer=other, instead=None)
                 if gone:
@@ -349,7 +349,7 @@ def run_fsmcancel(name: str, config: TimeoutConfig, specs: list[Spec], *,
             if timed_out and not spec.stall and peer in died:
                 # Cut by its peer's death: silent since the later of its
                 # last event and the death (the onset of its stall).
-                onset = max([died[peer] - start, *delivered])
+                onset = max([0.0, died[peer] - start, *delivered])
                 cut = replace(spec, latency=math.inf, events=(onset,), slow=False)
             result.record(cut, timed_out, clock.seconds() - start)
 
