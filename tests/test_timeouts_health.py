@@ -45,6 +45,14 @@ def stall(clock: Clock, t: Timeouts, op: StandInOperation, remote: Remote, peer:
     return timed_out
 
 
+def test_a_new_peer_of_a_known_kind_is_judged_by_the_kinds_limit_on_its_first_call() -> None:
+    clock, op, t, _, remote = setup(HEALTH)
+    warm(clock, t, op, remote)  # peers a, b, c answer after 0.3 s
+    first = stall(clock, t, op, remote, "new")  # its very first call
+    assert first.limit == pytest.approx(limit_for(0.3))
+    assert first.limit < t.rule("get", "new").idle.initial / 2
+
+
 class TestDeadPeers:
     def test_detected_no_slower_on_later_calls_than_on_the_first(self) -> None:
         clock, op, t, _, remote = setup(HEALTH)
