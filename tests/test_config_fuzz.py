@@ -19,8 +19,9 @@ from fsmcancel.timeouts import ConfigError, TimeoutConfig, load_config
 
 KNOBS = {
     "deadline": ["initial", "min", "max", "quantile", "multiplier", "window"],
-    "idle": ["initial", "min", "max", "threshold", "min_std", "acceptable_pause", "window"],
+    "idle": ["initial", "min", "max", "quantile", "multiplier", "window"],
     "hedge": ["initial", "min", "max", "quantile", "budget", "burst"],
+    "health": ["suspect_after", "probe_interval", "probe_max", "probe_multiplier"],
 }
 names = st.sampled_from(["get", "put", "v0-abc", "mirror.2", "x"]) | st.text(
     "abcxyz_-.", min_size=1, max_size=6
@@ -37,7 +38,7 @@ knob_tables = st.fixed_dictionaries(
     {},
     optional={
         section: st.dictionaries(
-            st.sampled_from([*knobs, "threshhold", "bogus"]), scalars, max_size=4
+            st.sampled_from([*knobs, "multipler", "bogus"]), scalars, max_size=4
         )
         for section, knobs in KNOBS.items()
     },

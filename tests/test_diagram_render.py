@@ -34,7 +34,7 @@ XLINK = "{http://www.w3.org/1999/xlink}"
 
 
 def label(kind: str) -> str:
-    return f"{kind}: idle φ>8, 1s..30s"
+    return f"{kind}: idle p99\u00d73.5, 1s..30s"
 
 
 def arrows(spec: MachineSpec) -> dict[tuple[str, str], list[str]]:
@@ -80,7 +80,9 @@ def test_dot_styles_cancel_and_timeout_arrows() -> None:
     }
     cancel = edges[("receiving", "closing", "cancel / abort_read")]
     assert cancel["style"] == "dashed" and cancel["color"] == cancel["fontcolor"]
-    timeout = edges[("receiving", "closing", "stalled / give_up\\ntimeout read: idle φ>8, 1s..30s")]
+    timeout = edges[
+        ("receiving", "closing", "stalled / give_up\\ntimeout read: idle p99\u00d73.5, 1s..30s")
+    ]
     assert "style" not in timeout and timeout["color"].startswith("#")
     assert timeout["color"] != cancel["color"]
     plain = edges[("receiving", "closing", "finished")]
@@ -100,7 +102,7 @@ def test_parallel_transitions_share_one_arrow_per_kind() -> None:
         if (b, a) == forward
     ]
     assert sorted(back) == [
-        ["renegotiate_0", "timeout transfer: idle φ>8, 1s..30s"],
+        ["renegotiate_0", "timeout transfer: idle p99\u00d73.5, 1s..30s"],
         ["renegotiate_1", "renegotiate_2"],
     ]
 
@@ -130,7 +132,7 @@ def test_guarded_transitions_are_drawn_with_their_guards() -> None:
         "↻ answered [more_to_ask] / note_answer",
         "↻ answered [else] / wait",
         "↻ stalled / ask_another",
-        "timeout query: idle φ>8, 1s..30s",
+        "timeout query: idle p99\u00d73.5, 1s..30s",
     ]
     mermaid = parse_mermaid(render(GUARDED, timeout_label=label))
     assert ("querying", "failed", "answered [nobody_left] / give_up") in mermaid.edges
@@ -235,7 +237,7 @@ def test_mermaid_marks_kinds_cancels_timeouts_loops_and_resources() -> None:
         assert "↻ cancel (no-op)" in mermaid.notes[state], state
     texts = {text for *_, text in mermaid.edges}
     assert "✕ cancel / abort_read" in texts
-    assert "stalled / give_up timeout read: idle φ>8, 1s..30s" in texts
+    assert "stalled / give_up timeout read: idle p99\u00d73.5, 1s..30s" in texts
 
 
 def test_live_operation_highlights_its_state() -> None:
@@ -310,7 +312,7 @@ def test_svg_is_valid_names_every_state_and_links_child_diagrams() -> None:
     texts = {"".join(el.itertext()) for el in root.iter(f"{SVG}text")}
     for state in GUARDED.states:
         assert state.name in texts
-    assert "idle φ>8, 1s..30s" in svg.replace("&gt;", ">")
+    assert "idle p99\u00d73.5, 1s..30s" in svg.replace("&gt;", ">")
     links = {a.get(f"{XLINK}href") for a in root.iter(f"{SVG}a")}
     assert {"share-query.svg", "share-fetch.svg"} <= links
 

@@ -53,9 +53,10 @@ class TestLoad:
         config = load_config(env={})
         rule = config.rule("any", "peer")
         assert rule.policy == "idle"
-        assert rule.idle.threshold == 8.0
+        assert (rule.idle.quantile, rule.idle.multiplier) == (0.99, 3.5)
+        assert rule.health.suspect_after == 2
         assert rule.deadline.min == 0.25
-        assert rule_label(config, "read") == "idle φ>8, 1s..30s"
+        assert rule_label(config, "read") == "idle p99\u00d73.5, 1s..30s"
 
     def test_labels(self) -> None:
         config = load_config(
@@ -70,14 +71,14 @@ class TestLoad:
         )
         assert rule_label(config, "a") == "deadline p99.9\u00d72, 250ms..30s"
         assert rule_label(config, "b") == "fixed 10s"
-        assert rule_label(config, "c") == "hedge p95 ≤5%, idle φ>8, 1s..30s"
+        assert rule_label(config, "c") == "hedge p95 ≤5%, idle p99\u00d73.5, 1s..30s"
 
     def test_precedence(self, tmp_path: Path) -> None:
         path = tmp_path / "t.toml"
         path.write_text(
-            '[default]\npolicy = "deadline"\nidle.threshold = 9\n'
-            '[kinds.get]\nidle.threshold = 10\nidle.max = "1m"\n'
-            '[peers."v0-a"]\nidle.threshold = 11\n'
+            '[default]\npolicy = "deadline"\nidle.multiplier = 9\n'
+            '[kinds.get]\nidle.multiplier = 10\nidle.max = "1m"\n'
+            '[peers."v0-a"]\nidle.multiplier = 11\n'
         )
         config = load_config(
             path,
@@ -90,14 +91,14 @@ class TestLoad:
             },
         )
         assert config.rule().policy == "idle"  # env beats file
-        assert config.rule("get").idle.threshold == 10  # kind beats default
-        assert config.rule("get", "v0-a").idle.threshold == 11  # peer beats kind
+        assert config.rule("get").idle.multiplier == 10  # kind beats default
+        assert config.rule("get", "v0-a").idle.multiplier == 11  # peer beats kind
         assert config.rule("get").idle.min == 3.0  # dict beats default
         assert config.rule("other").idle.min == 2.0
         assert config.rule("get").idle.window == 50  # env, case-insensitive
         assert config.rule("get", "v0-a").idle.max == 120.0  # env matched "v0-a"
         effective = config.effective("get", "v0-a")
-        assert effective["idle.threshold"].source == f"file {path}"
+        assert effective["idle.multiplier"].source == f"file {path}"
         assert effective["idle.min"].source == "dict"
         assert effective["idle.max"].source == "env FSMCANCEL_TIMEOUTS__PEERS__V0_A__IDLE__MAX"
         assert effective["backoff"].source == "default"
@@ -115,8 +116,8 @@ class TestLoad:
 
 class TestErrors:
     def test_unknown_keys_suggest(self) -> None:
-        assert errors(data={"default": {"idle": {"treshold": 8}}}) == [
-            "default.idle.treshold: unknown key 'treshold'; did you mean 'threshold'?"
+        assert errors(data={"default": {"idle": {"multipler": 8}}}) == [
+            "default.idle.multipler: unknown key 'multipler'; did you mean 'multiplier'?"
         ]
         assert errors(data={"defaults": {}}) == [
             "defaults: unknown key 'defaults'; did you mean 'default'?"
@@ -133,8 +134,13 @@ class TestErrors:
             ({"deadline": {"max": "5x"}}, "default.deadline.max: '5x' is not a duration"),
             ({"hedge": {"initial": "-3s"}}, "default.hedge.initial: '-3s' is not a duration"),
             ({"idle": {"max": 30}}, "default.idle.max: expected a duration string"),
-            ({"idle": {"threshold": "high"}}, "default.idle.threshold: expected a number"),
-            ({"idle": {"threshold": 0}}, "default.idle.threshold: 0 is outside (0, 300)"),
+            ({"idle": {"multiplier": "high"}}, "default.idle.multiplier: expected a number"),
+            ({"idle": {"quantile": 0}}, "default.idle.quantile: 0 is outside (0, 1)"),
+            (
+                {"health": {"suspect_after": 0}},
+                "default.health.suspect_after: 0 must be at least 1",
+            ),
+            ({"health": {"probe_interval": "0s"}}, "default.health.probe_interval: '0s' must be"),
             ({"deadline": {"quantile": 1.0}}, "default.deadline.quantile: 1.0 is outside (0, 1)"),
             ({"hedge": {"budget": 1.5}}, "default.hedge.budget: 1.5 is outside [0, 1]"),
             ({"backoff": 0.5}, "default.backoff: 0.5 is outside [1, ∞)"),
@@ -181,16 +187,16 @@ class TestErrors:
 
     def test_every_problem_reported_nothing_applied(self) -> None:
         problems = errors(
-            data={"default": {"idle": {"min": "5x", "threshold": -1}, "policy": "nope"}},
+            data={"default": {"idle": {"min": "5x", "quantile": -1}, "policy": "nope"}},
             env={"FSMCANCEL_TIMEOUTS__DEFAULT__BACKOFF": "fast"},
         )
         assert len(problems) == 4
         assert problems[-1].startswith("FSMCANCEL_TIMEOUTS__DEFAULT__BACKOFF: expected a number")
 
     def test_environment_errors(self) -> None:
-        assert errors(env={"FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__TRESHOLD": "8"}) == [
-            "FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__TRESHOLD: unknown knob 'idle.treshold'; "
-            "did you mean FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__THRESHOLD?"
+        assert errors(env={"FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MULTIPLER": "8"}) == [
+            "FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MULTIPLER: unknown knob 'idle.multipler'; "
+            "did you mean FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MULTIPLIER?"
         ]
         (problem,) = errors(env={"FSMCANCEL_TIMEOUTS__NOPE__X": "1"})
         assert problem.startswith("FSMCANCEL_TIMEOUTS__NOPE__X: expected FSMCANCEL_TIMEOUTS__")
@@ -241,21 +247,21 @@ class TestCli:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         path = tmp_path / "t.toml"
-        path.write_text('[default.idle]\nthreshold = 9\n[peers."v0-a"]\ndeadline.max = "20m"\n')
+        path.write_text('[default.idle]\nmultiplier = 9\n[peers."v0-a"]\ndeadline.max = "20m"\n')
         monkeypatch.setenv("FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MAX", "1m")
         status, out, err = run_cli(["timeouts", "show", "--config", str(path)], capsys)
         assert status == 0 and err == ""
-        assert f"idle.threshold        = 9        # file {path}" in out
-        assert (
-            'idle.max              = "1m"     # env FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MAX' in out
-        )
-        assert 'policy                = "idle"   # default' in out
-        assert '[peers.v0-a]  # idle φ>9, 1s..1m\ndeadline.max = "20m"  # file' in out
+        words = " ".join(out.split())  # column widths aside
+        assert f"idle.multiplier = 9 # file {path}" in words
+        assert 'idle.max = "1m" # env FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MAX' in words
+        assert 'policy = "idle" # default' in words
+        assert '[peers.v0-a]  # idle p99\u00d79, 1s..1m\ndeadline.max = "20m"  # file' in out
 
     def test_show_resolved(self, capsys: pytest.CaptureFixture[str]) -> None:
         status, out, _ = run_cli(["timeouts", "show", "--kind", "get", "--peer", "p"], capsys)
         assert status == 0
-        assert out.startswith("# effective timeouts for kind=get peer=p: idle φ>8, 1s..30s")
+        expected = "# effective timeouts for kind=get peer=p: idle p99\u00d73.5, 1s..30s"
+        assert out.startswith(expected)
 
     def test_show_invalid(
         self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -264,6 +270,48 @@ class TestCli:
         status, out, err = run_cli(["timeouts", "show"], capsys)
         assert (status, out) == (1, "")
         assert "FSMCANCEL_TIMEOUTS__DEFAULT__POLICY: unknown policy 'bogus'" in err
+
+    def test_check_agrees_with_the_program_on_environment_overrides(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The file alone is fine; with the environment the program runs in it
+        # is not, and check must say so, naming the variable, as load_config does.
+        path = tmp_path / "t.toml"
+        path.write_text('[default.idle]\nmax = "10s"\n')
+        monkeypatch.setenv("FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MIN", "20s")
+        with pytest.raises(ConfigError):
+            load_config(path)
+        status, out, err = run_cli(["timeouts", "check", str(path)], capsys)
+        assert (status, out) == (1, "")
+        assert "min 20s (env FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MIN) > max 10s" in err
+        monkeypatch.setenv("FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MIN", "2s")
+        status, out, _ = run_cli(["timeouts", "check", str(path)], capsys)
+        assert status == 0
+        assert (
+            out
+            == f"{path}: ok (with FSMCANCEL_TIMEOUTS__DEFAULT__IDLE__MIN from the environment)\n"
+        )
+
+    def test_show_a_mistyped_kind_says_did_you_mean(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        path = tmp_path / "t.toml"
+        path.write_text('[kinds.blob-body]\npolicy = "hedge"\n[peers.mirror-1]\nidle.max = "1m"\n')
+        status, out, err = run_cli(
+            ["timeouts", "show", "--config", str(path), "--kind", "blbo-body"], capsys
+        )
+        assert (status, out) == (1, "")
+        assert f"no kind 'blbo-body' in {path} (kinds: blob-body); did you mean 'blob-body'?" in err
+        status, out, err = run_cli(
+            ["timeouts", "show", "--config", str(path), "--peer", "mirror-2"], capsys
+        )
+        assert status == 1 and "did you mean 'mirror-1'?" in err
+        # A name unlike any the file knows is just a kind with no overrides.
+        status, out, err = run_cli(
+            ["timeouts", "show", "--config", str(path), "--kind", "ping"], capsys
+        )
+        assert status == 0 and "says nothing about kind 'ping': the defaults apply" in err
+        assert out.startswith("# effective timeouts for kind=ping")
 
     def test_main_dispatches(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         from fsmcancel._cli import main

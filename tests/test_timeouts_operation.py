@@ -103,7 +103,7 @@ def test_timeout_retries_on_another_peer() -> None:
     outcome = results(op.completion)
     op.inputs.start(["a", "b"])
     assert op.resources == ("fetch call to a",)
-    clock.advance(5.0)  # cold start: idle 5 s
+    clock.advance(3.0)  # cold start: idle.initial, 3 s
     assert op.core.cancelled == ["a"]
     assert [t.peer for t in op.core.timeouts_seen] == ["a"]
     assert op.resources == ("fetch call to b",)

@@ -32,7 +32,7 @@ def spec_attribute(value: object) -> MachineSpec | None:
 
 def spec_of(machine: object, name: str | None = None) -> MachineSpec:
     """
-    The :class:`MachineSpec` of anything :func:`~fsmcancel.diagram.render`
+    The :class:`MachineSpec` of anything ``render()``
     accepts.
 
     ``name`` only applies to plain Automat machines, which have none of

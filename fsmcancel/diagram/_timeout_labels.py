@@ -1,5 +1,5 @@
 """
-Timeout labels (``read: idle φ>8, 1s..30s``) from a timeout configuration.
+Timeout labels (``read: idle p99x3.5, 1s..30s``) from a timeout configuration.
 
 Owns: turning a call kind into the text on a timeout edge, and remembering
 one loaded configuration per file.  Must not touch: the configuration

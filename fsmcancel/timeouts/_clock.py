@@ -1,9 +1,10 @@
 """
-Typed access to ``IReactorTime`` and ``IDelayedCall``.
+Typed access to ``IReactorTime`` and ``IDelayedCall`` for the timeouts.
 
-zope.interface declares interface methods without ``self``, so mypy (without
-a zope plugin) mis-binds their first argument.  A Protocol for the clock and
-one cast for the delayed call keep that workaround in one place.
+The clock is the core's `ReactorTime` (one definition, in
+``fsmcancel.core._clock``).  zope.interface declares interface methods
+without ``self``, so mypy (without a zope plugin) mis-binds their first
+argument; one cast for the delayed call keeps that workaround here.
 """
 
 from __future__ import annotations
@@ -11,20 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from twisted.internet.interfaces import IDelayedCall
+from fsmcancel.core._clock import ReactorTime
 
-
-class ReactorTime(Protocol):
-    """
-    The part of ``IReactorTime`` the timeouts use, as a Protocol so the
-    reactor, ``task.Clock`` and fsmcancel's operation clock all type-check.
-    """
-
-    def seconds(self) -> float: ...
-
-    def callLater(
-        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
-    ) -> IDelayedCall: ...
+__all__ = ["ReactorTime", "Timer", "call_later", "seconds_of"]
 
 
 class Timer(Protocol):

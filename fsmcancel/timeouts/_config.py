@@ -1,6 +1,7 @@
 """
-One schema for every timeout knob; loading it from TOML, a dict and the
-environment; validating all of it before anything is built.
+One schema for every timeout knob, and the validated configuration it
+describes (`TimeoutConfig`); ``_loading`` reads it from TOML, a dict and the
+environment.
 
 The configuration is layered (defaults < file < dict < environment, and
 within each, ``default`` < ``kinds.<kind>`` < ``peers.<peer>``) and every
@@ -14,29 +15,23 @@ nobody chose.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from fsmcancel.timeouts._duration import DurationError, format_duration, parse_duration
+from fsmcancel.timeouts._duration import format_duration, parse_duration
 from fsmcancel.timeouts._rule import (
     POLICIES,
     DeadlineRule,
+    HealthRule,
     HedgeRule,
     IdleRule,
     Policy,
     Rule,
     label,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 ENV_PREFIX: Final = "FSMCANCEL_TIMEOUTS__"
 
@@ -133,7 +128,7 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
     {
         "policy": _Knob(_policy, "idle", "fixed | deadline | idle | hedge"),
         "backoff": _Knob(
-            _real(1.0, None, open_low=False), 2.0, "timeout multiplier per consecutive timeout"
+            _real(1.0, None, open_low=False), 2.0, "probe interval multiplier per failed probe"
         ),
         "deadline.initial": _Knob(_duration(True), 10.0, "cold-start (and fixed) deadline"),
         "deadline.min": _Knob(_duration(True), 0.25, "lowest adaptive deadline"),
@@ -145,17 +140,16 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
             _real(1.0, None, open_low=False), 2.0, "deadline = quantile * multiplier"
         ),
         "deadline.window": _Knob(_integer(16), 1000, "latencies kept per key"),
-        "idle.initial": _Knob(_duration(True), 5.0, "cold-start idle timeout"),
+        "idle.initial": _Knob(_duration(True), 3.0, "idle limit while the kind is new"),
         "idle.min": _Knob(_duration(True), 1.0, "lowest idle timeout"),
         "idle.max": _Knob(_duration(True), 30.0, "highest idle timeout"),
-        "idle.threshold": _Knob(
-            _real(0.0, 300.0, open_low=True), 8.0, "phi at which silence is a stall"
+        "idle.quantile": _Knob(
+            _real(0.0, 1.0, open_low=True), 0.99, "silence quantile of live calls the limit follows"
         ),
-        "idle.min_std": _Knob(_duration(True), 0.1, "floor on the gap standard deviation"),
-        "idle.acceptable_pause": _Knob(
-            _duration(False), 1.0, "silence tolerated on top of the gap model"
+        "idle.multiplier": _Knob(
+            _real(1.0, None, open_low=False), 3.5, "idle limit = quantile * multiplier"
         ),
-        "idle.window": _Knob(_integer(4), 200, "progress gaps kept per key"),
+        "idle.window": _Knob(_integer(4), 200, "silences a peer's estimate follows"),
         "hedge.initial": _Knob(_duration(True), 1.0, "cold-start hedge delay"),
         "hedge.min": _Knob(_duration(True), 0.01, "lowest hedge delay"),
         "hedge.max": _Knob(_duration(True), 10.0, "highest hedge delay"),
@@ -168,10 +162,20 @@ KNOBS: Final[Mapping[str, _Knob]] = MappingProxyType(
             "backups allowed as a share of calls",
         ),
         "hedge.burst": _Knob(_integer(0), 10, "backups allowed before any budget is earned"),
+        "health.suspect_after": _Knob(
+            _integer(1), 2, "consecutive stalls that make a peer suspect"
+        ),
+        "health.probe_interval": _Knob(_duration(True), 10.0, "wait before probing a suspect peer"),
+        "health.probe_max": _Knob(_duration(True), 300.0, "longest wait between probes"),
+        "health.probe_multiplier": _Knob(
+            _real(1.0, None, open_low=False),
+            4.0,
+            "limit of a learning probe, times the usual one",
+        ),
     }
 )
 
-_SECTIONS: Final = ("deadline", "idle", "hedge")
+_SECTIONS: Final = ("deadline", "idle", "hedge")  # sections with min..initial..max
 _TOP: Final = ("default", "kinds", "peers")
 
 
@@ -200,7 +204,7 @@ class Value:
 _DURATION_KNOBS: Final = frozenset(
     path
     for path in KNOBS
-    if path.split(".")[-1] in {"initial", "min", "max", "min_std", "acceptable_pause"}
+    if path.split(".")[-1] in {"initial", "min", "max", "probe_interval", "probe_max"}
 )
 
 Layer = Mapping[str, Value]
@@ -266,6 +270,7 @@ def _build_rule(values: Mapping[str, Value]) -> Rule:
         deadline=DeadlineRule(**section("deadline")),
         idle=IdleRule(**section("idle")),
         hedge=HedgeRule(**section("hedge")),
+        health=HealthRule(**{k: get(f"health.{k}") for k in _fields("health")}),
     )
 
 
@@ -283,230 +288,7 @@ def _fields(section: str) -> list[str]:
 def rule_label(config: TimeoutConfig, kind: str, peer: str | None = None) -> str:
     """
     A short label of the rule guarding ``kind`` calls (to ``peer``), for
-    diagrams: ``idle φ>8, 1s..30s``, ``deadline p99.9\u00d72, 250ms..30m``,
-    ``fixed 10s`` or ``hedge p95 ≤5%, idle φ>8, 1s..30s``.
+    diagrams: ``idle p99\u00d73.5, 1s..30s``, ``deadline p99.9\u00d72, 250ms..30m``,
+    ``fixed 10s`` or ``hedge p95 ≤5%, idle p99\u00d73.5, 1s..30s``.
     """
     return label(config.rule(kind, peer))
-
-
-# ---------------------------------------------------------------- loading
-
-
-class _Collector:
-    """Parses raw layers, collecting every problem instead of stopping."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-        self.default: dict[str, Value] = {}
-        self.kinds: dict[str, dict[str, Value]] = {}
-        self.peers: dict[str, dict[str, Value]] = {}
-
-    def add_document(self, doc: object, source: str) -> None:
-        if not isinstance(doc, Mapping):
-            self.problems.append(Problem("<root>", f"expected a table, got {doc!r}"))
-            return
-        for key, sub in doc.items():
-            if key == "default":
-                self._add_rule(sub, "default", source, self.default)
-            elif key in ("kinds", "peers"):
-                target = self.kinds if key == "kinds" else self.peers
-                if not isinstance(sub, Mapping):
-                    self.problems.append(Problem(key, f"expected a table of names, got {sub!r}"))
-                    continue
-                for name, table in sub.items():
-                    path = f"{key}.{quote_key(str(name))}"
-                    self._add_rule(table, path, source, target.setdefault(str(name), {}))
-            else:
-                self.problems.append(Problem(str(key), _unknown(str(key), _TOP)))
-
-    def _add_rule(self, table: object, path: str, source: str, into: dict[str, Value]) -> None:
-        if not isinstance(table, Mapping):
-            self.problems.append(Problem(path, f"expected a table, got {table!r}"))
-            return
-        self._walk(table, _TREE, path, source, into)
-
-    def _walk(
-        self,
-        table: Mapping[Any, Any],
-        schema: Mapping[str, Any],
-        path: str,
-        source: str,
-        into: dict[str, Value],
-    ) -> None:
-        for key, raw in table.items():
-            where = f"{path}.{key}"
-            node = schema.get(str(key))
-            if node is None:
-                self.problems.append(Problem(where, _unknown(str(key), schema)))
-            elif isinstance(node, dict):
-                if isinstance(raw, Mapping):
-                    self._walk(raw, node, where, source, into)
-                else:
-                    self.problems.append(Problem(where, f"expected a table, got {raw!r}"))
-            else:
-                self.set(node, raw, where, source, into)
-
-    def set(self, knob: str, raw: object, where: str, source: str, into: dict[str, Value]) -> None:
-        try:
-            value = KNOBS[knob].parse(raw)
-        except (ValueError, DurationError) as e:
-            self.problems.append(Problem(where, str(e)))
-        else:
-            into[knob] = Value(value, source)
-
-    def add_environment(self, env: Mapping[str, str]) -> None:
-        for variable in sorted(env):
-            if not variable.upper().startswith(ENV_PREFIX):
-                continue
-            parts = variable[len(ENV_PREFIX) :].lower().split("__")
-            source = f"env {variable}"
-            raw = env[variable]
-            if parts[0] == "default":
-                into, rest = self.default, parts[1:]
-            elif parts[0] in ("kinds", "peers") and len(parts) >= 3:
-                names = self.kinds if parts[0] == "kinds" else self.peers
-                into, rest = names.setdefault(_match_name(parts[1], names), {}), parts[2:]
-            else:
-                candidates = [ENV_PREFIX + t.upper() + "__" for t in _TOP]
-                self.problems.append(
-                    Problem(
-                        variable,
-                        "expected FSMCANCEL_TIMEOUTS__DEFAULT__<KNOB>, "
-                        "FSMCANCEL_TIMEOUTS__KINDS__<KIND>__<KNOB> or "
-                        f"FSMCANCEL_TIMEOUTS__PEERS__<PEER>__<KNOB> (sections: {candidates})",
-                    )
-                )
-                continue
-            knob = ".".join(rest)
-            if knob not in KNOBS:
-                hint = difflib.get_close_matches(knob, list(KNOBS), n=1)
-                suggestion = ""
-                if hint:
-                    fixed = "__".join(hint[0].split(".")).upper()
-                    prefix = variable[: len(variable) - len("__".join(rest))]
-                    suggestion = f"; did you mean {prefix}{fixed}?"
-                self.problems.append(Problem(variable, f"unknown knob {knob!r}{suggestion}"))
-                continue
-            self.set(knob, raw, variable, source, into)
-
-
-def quote_key(name: str) -> str:
-    """A table name as TOML would need it written."""
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
-
-
-def _unknown(key: str, valid: Mapping[str, Any] | tuple[str, ...]) -> str:
-    names = list(valid)
-    hint = difflib.get_close_matches(key, names, n=1)
-    if hint:
-        return f"unknown key {key!r}; did you mean {hint[0]!r}?"
-    return f"unknown key {key!r} (valid: {', '.join(names)})"
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "_", name.lower())
-
-
-def _match_name(env_name: str, known: Mapping[str, object]) -> str:
-    """
-    Environment variable names are case-insensitive and cannot hold ``-``
-    or ``.``, so a kind or peer named in the file is matched ignoring case
-    and treating every other character as ``_``; otherwise the lowercase
-    name is used.
-    """
-    for name in known:
-        if _normal(name) == env_name:
-            return name
-    return env_name
-
-
-def _check_combinations(c: _Collector, defaults: Layer) -> None:
-    """
-    Bounds can be split across layers (``min`` from a file, ``max`` from the
-    environment), so they are checked on every combination a call could
-    resolve to, and the message names the layer that broke them.
-    """
-    base = {**defaults, **c.default}
-    combos: list[tuple[str, dict[str, Value]]] = [("default", base)]
-    for kind, layer in c.kinds.items():
-        combos.append((f"kinds.{quote_key(kind)}", {**base, **layer}))
-    for peer, layer in c.peers.items():
-        combos.append((f"peers.{quote_key(peer)}", {**base, **layer}))
-        for kind, klayer in c.kinds.items():
-            combos.append(
-                (
-                    f"peers.{quote_key(peer)} with kinds.{quote_key(kind)}",
-                    {**base, **klayer, **layer},
-                )
-            )
-    seen: set[str] = set()
-    for where, values in combos:
-        for section in _SECTIONS:
-            lo, init, hi = (values[f"{section}.{k}"] for k in ("min", "initial", "max"))
-            assert isinstance(lo.value, float) and isinstance(hi.value, float)
-            assert isinstance(init.value, float)
-            message = None
-            if lo.value > hi.value:
-                message = (
-                    f"min {format_duration(lo.value)} ({lo.source}) > "
-                    f"max {format_duration(hi.value)} ({hi.source})"
-                )
-            elif not lo.value <= init.value <= hi.value and init.source != "default":
-                # A built-in initial is quietly clamped into the user's bounds
-                # (see _build_rule); one the user wrote is a contradiction.
-                message = (
-                    f"initial {format_duration(init.value)} ({init.source}) is outside "
-                    f"min..max {format_duration(lo.value)}..{format_duration(hi.value)}"
-                )
-            if message is not None and message not in seen:
-                seen.add(message)
-                c.problems.append(Problem(f"{where}.{section}", message))
-
-
-def _defaults() -> dict[str, Value]:
-    return {path: Value(knob.default, "default") for path, knob in KNOBS.items()}
-
-
-def load_config(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    data: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-) -> TimeoutConfig:
-    """
-    Build the timeout configuration from defaults, a TOML file, a dict and
-    environment variables, in that order of precedence (later wins).
-
-    ``env`` defaults to ``os.environ``; pass ``{}`` to ignore the
-    environment.  Everything is validated before anything is built: the
-    result is complete and immutable, or `ConfigError` lists every problem.
-    ``OSError`` propagates if ``path`` cannot be read.
-    """
-    c = _Collector()
-    if path is not None:
-        with open(path, "rb") as f:
-            try:
-                doc = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError([Problem(os.fspath(path), f"not valid TOML: {e}")]) from None
-        c.add_document(doc, f"file {os.fspath(path)}")
-    if data is not None:
-        c.add_document(data, "dict")
-    c.add_environment(os.environ if env is None else env)
-    defaults = _defaults()
-    _check_combinations(c, defaults)
-    if c.problems:
-        raise ConfigError(c.problems)
-    return TimeoutConfig(
-        default=MappingProxyType({**defaults, **c.default}),
-        kinds=MappingProxyType({k: MappingProxyType(v) for k, v in c.kinds.items()}),
-        peers=MappingProxyType({k: MappingProxyType(v) for k, v in c.peers.items()}),
-    )
-
-
-def iter_layers(config: TimeoutConfig) -> Iterator[tuple[str, str, Layer]]:
-    """``("kinds" or "peers", name, layer)`` for every override."""
-    for kind, layer in config.kinds.items():
-        yield "kinds", kind, layer
-    for peer, layer in config.peers.items():
-        yield "peers", peer, layer

@@ -1,406 +1,417 @@
 """
-What fsmcancel learns about one (peer, call kind): latencies and the gaps
-between progress events.
+What fsmcancel learns about one call kind (`Pool`) and one (kind, peer)
+(`KeyEstimator`), and the limits that follows (`Limit`).
 
-Two failure modes shape this module (see the notes on stall detection):
+Three populations, kept apart because mixing them is what breaks adaptive
+timeouts (see the notes on stall detection):
 
-* Dropping timed-out calls makes a latency quantile *collapse* onto the fast
-  majority, so every slow-but-alive call keeps timing out.
-* Recording a timed-out call as if it had taken the time we waited makes the
-  quantile *ratchet up*: each timeout raises the deadline, which lets the next
-  stall wait longer, which raises it again, up to the cap.
+* **Live silences**: how long live calls stay silent before their first sign
+  of life, and between two progress events.  The idle limit is
+  ``multiplier`` times their ``quantile``.
+* **Stalls**: calls given up at their limit.  They are counted (the stall
+  share, peer health) and *never* enter the live estimates.  Recording them
+  as latencies would ratchet the limit up to the cap; and because a stall
+  is its own population, the live estimate stays identifiable however
+  frequent stalls are: it is never "held" waiting for a censored quantile
+  that cannot be reached.
+* **Censored live calls**: calls their caller cancelled (a state left, a
+  hedge lost) after ``t``.  They enter the live estimate as "longer than
+  ``t``" (Kaplan-Meier), so cancelling slow calls does not make slow calls
+  look rare.
 
-A timed-out (or cancelled) call is neither: it is a *censored* observation,
-"took longer than ``waited``".  `LatencyEstimator` keeps both kinds and reads
-quantiles off the Kaplan-Meier estimate of the survival function, which is
-the standard unbiased way to use censored data.  When more of the window is
-censored than the quantile allows (e.g. stalls are more frequent than
-``1 - q``), the quantile is simply unknown; `KeyEstimator` then *holds* the
-deadline instead of guessing in either direction.
+Collapse onto the fast majority is prevented by the multiplier: a live call
+slower than the estimated quantile but inside the limit completes and is
+learned, so an estimate that is too low rises.  A peer whose live calls are
+*all* beyond the limit cannot be told from a dead one by waiting; it is
+learned by a generous probe (see ``_health``) or a hedged call whose slow
+attempt is kept running.
 
-Every window is bounded, so memory per key is O(window).
+**Learning from the kind.**  A peer's estimate reads its own histogram plus
+its kind's (the pool, which holds every peer's observations, its own
+included), each weighted by its sample count: a new peer of a known kind
+gets the kind's limit on its first call.  A tail quantile of one peer's
+couple of hundred calls is one or two samples, so the tail comes from the
+pool; a peer's own samples count twice, enough for a peer that is
+consistently slower than its kind to show at the p99.9 after a few calls,
+not enough for one unlucky pause to set a peer's limit for hundreds of
+calls.  The configured ``initial``
+applies only while the whole kind has seen fewer than ``MIN_SAMPLES``
+observations, and then fades as the kind's evidence grows.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections import deque
 from dataclasses import dataclass
-from statistics import NormalDist
+from math import log as _log
 from typing import Any
 
+from fsmcancel.timeouts._histogram import _LOG_LOW, _SCALE, LOW, MAX_BIN, Histogram, quantile
 from fsmcancel.timeouts._rule import Rule
 
-#: Observations needed before a learned value replaces the configured initial.
-MIN_LATENCIES = 20
-MIN_GAPS = 8
-
-#: While fewer than MIN_GAPS gaps are known, the idle timeout allows at least
-#: this many times the longest gap seen (a slow peer's gaps, not a stall).
-COLD_GAP_MULTIPLIER = 2.0
-#: Progress events closer together than this are one burst, not a gap: a
-#: read of many chunks must not teach the model that silence lasts 0 s.
-GAP_RESOLUTION = 0.010
-
-#: Backoff exponents beyond this cannot matter once clamped to ``max``.
-_MAX_BACKOFF_STEPS = 64
+#: Observations of the whole kind before anything learned replaces ``initial``.
+MIN_SAMPLES = 20
+#: The pool of a kind follows this many times more observations than a peer.
+POOL_SPAN = 10
+#: Standard normal quantile of the one-sided 90% confidence bound on a
+#: learned quantile.
+CONFIDENCE = 1.2816
+#: Calls that get a generous limit once exploring is called for: a slow mode
+#: that is a third of a peer's calls is met within five with 87% chance.
+EXPLORE_CALLS = 5
 
 
 @dataclass(frozen=True)
-class Quantile:
+class Limit:
     """
-    A quantile read off censored data.
+    A limit, in seconds, and why it is what it is.
 
-    ``exact`` is false when the quantile lies beyond every completed call
-    (the remaining probability mass is all censored); ``value`` is then the
-    largest completed latency, a lower bound.  ``censored_max`` is the
-    longest censored wait in the window (0 if none).
-    """
-
-    value: float
-    exact: bool
-    censored_max: float
-
-
-class LatencyEstimator:
-    """
-    Whole-call latencies of one key, completed or censored, in a ring of
-    ``window`` observations.
-
-    Quantiles cost a sort, so they are cached and refreshed only after
-    ``window / 32`` new observations: the estimate of a tail quantile does not
-    move measurably with one more sample, and a burst of calls must not pay
-    O(window log window) each.
+    ``source`` is ``"initial"`` (the configured cold value: the kind is
+    new), ``"prior"`` (mostly what other peers of the kind taught),
+    ``"learned"`` (mostly this peer's own calls), ``"fixed"``, or, for a
+    call about to start, ``"probe"`` / ``"explore"`` (a generous limit to
+    learn a peer slower than its kind).
     """
 
-    __slots__ = ("_cache", "_samples", "_version")
+    seconds: float
+    source: str
+    why: str
 
-    def __init__(self, window: int) -> None:
-        self._samples: deque[tuple[float, bool]] = deque(maxlen=window)
-        self._version = 0
-        self._cache: dict[float, tuple[int, Quantile]] = {}
-
-    def __len__(self) -> int:
-        return len(self._samples)
-
-    @property
-    def window(self) -> int:
-        return self._samples.maxlen or 0
-
-    def observe(self, latency: float) -> None:
-        """A call completed after ``latency`` seconds."""
-        self._samples.append((latency, False))
-        self._version += 1
-
-    def censor(self, waited: float) -> None:
-        """A call was given up (timed out, cancelled) after ``waited`` seconds."""
-        self._samples.append((waited, True))
-        self._version += 1
-
-    def longest_completed(self) -> float:
-        """The longest completed latency in the window (0 if none)."""
-        return max((value for value, censored in self._samples if not censored), default=0.0)
-
-    def quantile(self, q: float) -> Quantile:
-        """The ``q`` quantile (0 < q < 1) of latency, from the Kaplan-Meier estimate."""
-        cached = self._cache.get(q)
-        refresh = max(1, len(self._samples) // 32)
-        if cached is not None and self._version - cached[0] < refresh:
-            return cached[1]
-        result = _kaplan_meier_quantile(self._samples, q)
-        self._cache[q] = (self._version, result)
-        return result
-
-    def export(self) -> list[list[float]]:
-        return [[value, 1.0 if censored else 0.0] for value, censored in self._samples]
-
-    def load(self, rows: list[Any]) -> None:
-        for row in rows:
-            value, censored = float(row[0]), bool(row[1])
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"bad latency {row!r}")
-            self._samples.append((value, censored))
-        self._version += 1
-        self._cache.clear()
-
-
-def _kaplan_meier_quantile(samples: deque[tuple[float, bool]], q: float) -> Quantile:
-    # At equal times events sort before censorings, the usual convention:
-    # a call censored at t was still running at t.
-    ordered = sorted(samples)
-    at_risk = len(ordered)
-    survival = 1.0
-    target = 1.0 - q + 1e-12
-    last_event = 0.0
-    censored_max = 0.0
-    result: Quantile | None = None
-    for value, censored in ordered:
-        if censored:
-            censored_max = value
-        elif result is None:
-            survival *= (at_risk - 1) / at_risk
-            last_event = value
-            if survival <= target:
-                result = Quantile(value, True, 0.0)
-        at_risk -= 1
-    if result is not None:
-        return Quantile(result.value, True, censored_max)
-    return Quantile(last_event, False, censored_max)
-
-
-class GapEstimator:
-    """
-    Gaps between progress events of one key, with running sums so the mean
-    and standard deviation cost O(1) per event.
-
-    The sums are recomputed from the ring every ``window`` events so that
-    floating-point drift from add/subtract cannot accumulate.
-    """
-
-    __slots__ = ("_gaps", "_next", "_since_exact", "_sum", "_sumsq", "_window")
-
-    def __init__(self, window: int) -> None:
-        self._window = window
-        self._gaps: list[float] = []
-        self._next = 0
-        self._sum = 0.0
-        self._sumsq = 0.0
-        self._since_exact = 0
-
-    def __len__(self) -> int:
-        return len(self._gaps)
-
-    def observe(self, gap: float) -> None:
-        gaps = self._gaps
-        if len(gaps) < self._window:
-            gaps.append(gap)
-        else:
-            old = gaps[self._next]
-            gaps[self._next] = gap
-            self._next = (self._next + 1) % self._window
-            self._sum -= old
-            self._sumsq -= old * old
-        self._sum += gap
-        self._sumsq += gap * gap
-        self._since_exact += 1
-        if self._since_exact >= self._window:
-            self._sum = math.fsum(gaps)
-            self._sumsq = math.fsum(g * g for g in gaps)
-            self._since_exact = 0
-
-    def timeout(self, threshold: float, min_std: float, pause: float) -> float | None:
-        """
-        The silence after which phi reaches ``threshold`` under a normal model
-        of the gaps (as in Akka's detector), or None while cold.
-        """
-        n = len(self._gaps)
-        if n < MIN_GAPS:
-            return None
-        mean = self._sum / n
-        variance = max(0.0, self._sumsq / n - mean * mean)
-        std = max(math.sqrt(variance), min_std)
-        return mean + pause + _z(threshold) * std
-
-    def longest(self) -> float:
-        """The longest gap in the window (0 if none)."""
-        return max(self._gaps, default=0.0)
-
-    def export(self) -> list[float]:
-        # Oldest first, so that a reload evicts in the same order.
-        return self._gaps[self._next :] + self._gaps[: self._next]
-
-    def load(self, gaps: list[Any]) -> None:
-        for gap in gaps:
-            value = float(gap)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"bad gap {gap!r}")
-            self.observe(value)
-
-
-@functools.lru_cache(maxsize=64)
-def _z(threshold: float) -> float:
-    """The standard normal quantile with upper tail ``10 ** -threshold``."""
-    return -NormalDist().inv_cdf(10.0**-threshold)
-
-
-def _proven(held: float, samples: LatencyEstimator, multiplier: float) -> float:
-    """
-    While a key is too cold to estimate a quantile, its limit is never below
-    what completed calls prove is needed: a peer slower than the configured
-    ``initial`` would otherwise time out on every call and, its calls all
-    censored, never be learned.
-    """
-    return max(held, samples.longest_completed() * multiplier)
+    def scaled(self, factor: float, high: float, source: str, why: str) -> Limit:
+        return Limit(min(self.seconds * factor, max(high, self.seconds)), source, why)
 
 
 def _clamp(value: float, low: float, high: float) -> float:
     return low if value < low else high if value > high else value
 
 
+#: Weight of the newest call in a peer's recent stall share, and in its
+#: kind's long-run share.
+RECENT = 0.05
+LONG_RUN = 0.002
+
+
+class Pool:
+    """What every peer of one kind has taught: the kind's prior."""
+
+    __slots__ = ("calls", "first", "gaps", "latency", "share", "stalls")
+
+    def __init__(self, rule: Rule) -> None:
+        self.first = Histogram(rule.idle.window * POOL_SPAN)
+        self.gaps = Histogram(rule.idle.window * POOL_SPAN)
+        self.latency = Histogram(rule.deadline.window * POOL_SPAN)
+        self.calls = 0
+        self.stalls = 0
+        self.share = 0.0  # long-run stall share
+
+    def export(self) -> dict[str, Any]:
+        return {
+            "first": self.first.export(),
+            "gaps": self.gaps.export(),
+            "latency": self.latency.export(),
+            "calls": self.calls,
+            "stalls": self.stalls,
+            "share": self.share,
+        }
+
+    @classmethod
+    def load(cls, rule: Rule, data: Any, where: str) -> Pool:
+        pool = cls(rule)
+        _load_into(pool, data, where, POOL_SPAN)
+        return pool
+
+
+def _load_into(target: Pool | KeyEstimator, data: Any, where: str, span: int) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {data!r}")
+    for name in ("first", "gaps", "latency"):
+        old: Histogram = getattr(target, name)
+        setattr(target, name, Histogram.load(old.half_life, data.get(name, {}), f"{where}.{name}"))
+    for name in ("calls", "stalls"):
+        value = data.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{where}.{name}: expected a non-negative integer, got {value!r}")
+        setattr(target, name, value)
+    share = data.get("share", 0.0)
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"{where}.share: expected a share between 0 and 1, got {share!r}")
+    target.share = float(share)
+
+
 class KeyEstimator:
     """
-    Everything learned about one (peer, kind), and the timeouts it implies
-    under a `Rule`.
+    Everything learned about one (kind, peer), and the limits it implies
+    under its `Rule`.  Every observation also feeds the kind's `Pool`.
 
-    ``timeouts`` counts consecutive timeouts for backoff; a completed call
-    resets it.  Cancelled calls (a hedge loser, a state left) are censored
-    observations but not timeouts: they say nothing against the peer.
+    ``explore`` (a number of calls) is set when a call of this key answers after some of its
+    calls timed out, and more of them timed out recently (``share``) than
+    stalls of the kind explain (its long-run share): the peer is alive, so
+    those timeouts may have been live calls slower than the limit (a peer
+    slower than its kind, a regime shift), and the next call gets a
+    generous limit to find out (see `Timeouts`).
     """
 
     __slots__ = (
-        "_deadline_base",
-        "_first_base",
-        "_hedge_base",
+        "_cache",
+        "calls",
+        "explore",
         "first",
         "gaps",
         "latency",
-        "timeouts",
+        "pool",
+        "pool_gaps",
+        "share",
+        "stalls",
+        "timed_out_since_alive",
     )
 
-    def __init__(self, rule: Rule) -> None:
-        self.latency = LatencyEstimator(rule.deadline.window)
-        self.gaps = GapEstimator(rule.idle.window)
-        # Time to a call's first sign of life (first progress, or completion
-        # if that comes first): request upload, queueing and server think
-        # time, which the gaps between chunks say nothing about.
-        self.first = LatencyEstimator(rule.idle.window)
-        self.timeouts = 0
-        self._deadline_base = rule.deadline.initial
-        self._first_base = rule.idle.initial
-        self._hedge_base = rule.hedge.initial
+    def __init__(self, rule: Rule, pool: Pool) -> None:
+        self.pool = pool
+        self.pool_gaps = pool.gaps  # per chunk: one attribute away, not two
+        self.first = Histogram(rule.idle.window)
+        self.gaps = Histogram(rule.idle.window)
+        self.latency = Histogram(rule.deadline.window)
+        self.calls = 0
+        self.stalls = 0
+        self.explore = 0
+        self.timed_out_since_alive = False
+        self.share = 0.0  # recent stall share
+        self._cache: dict[str, tuple[int, int, Limit]] = {}
 
-    # -- what a call reports
+    # -- what a call reports (GuardedCall calls these)
+
+    def first_sign(self, seconds: float) -> None:
+        """Time from the request to the call's first sign of life."""
+        self.first.add(seconds)
+        self.pool.first.add(seconds)
+        self._alive()
+
+    def gap(self, seconds: float) -> None:
+        """
+        Silence between two progress events of a live call.  Called per
+        chunk, so the bin is computed once for both histograms.
+        """
+        b = 0 if seconds <= LOW else int((_log(seconds) - _LOG_LOW) * _SCALE)
+        if b > MAX_BIN:
+            b = MAX_BIN
+        # Histogram.add_bin, inlined for both: a method call is a quarter
+        # of the cost of a progress event.
+        h = self.gaps
+        events = h.events
+        events[b] = events.get(b, 0.0) + 1.0
+        h.total += 1.0
+        h.seen += 1
+        if h.seen >= h.halve_at:
+            h.halve()
+        h = self.pool_gaps
+        events = h.events
+        events[b] = events.get(b, 0.0) + 1.0
+        h.total += 1.0
+        h.seen += 1
+        if h.seen >= h.halve_at:
+            h.halve()
 
     def completed(self, latency: float) -> None:
-        self.latency.observe(latency)
-        self.timeouts = 0
+        self.latency.add(latency)
+        self.pool.latency.add(latency)
+        self.answered()
 
-    def timed_out(self, waited: float) -> None:
+    def answered(self) -> None:
+        """The call ended with an answer (a result or an error reply)."""
+        self._count(0.0)
+        self._alive()
+
+    def _alive(self) -> None:
+        # A sign of life after timeouts: were they live calls slower than
+        # the limit?  One timeout in the last twenty calls is a stall's bad
+        # luck; two or more, beyond what the kind's stalls explain, is news.
+        if self.timed_out_since_alive:
+            self.timed_out_since_alive = False
+            if self.share > 3 * self.pool.share + 0.06:
+                self.explore = EXPLORE_CALLS
+
+    def stalled(self) -> None:
+        """The call was given up at its limit: the stall population."""
+        self._count(1.0)
+        self.stalls += 1
+        self.pool.stalls += 1
+        self.timed_out_since_alive = True
+
+    def _count(self, stalled: float) -> None:
+        self.calls += 1
+        self.pool.calls += 1
+        self.share += RECENT * (stalled - self.share)
+        self.pool.share += LONG_RUN * (stalled - self.pool.share)
+
+    def cancelled(self, waited: float, silence: float | None) -> None:
+        """
+        The caller gave the call up after ``waited``: censored, live.
+        ``silence`` is how long it had been silent since its last progress
+        event (None if it never showed a sign of life).
+        """
         self.latency.censor(waited)
-        self.timeouts += 1
+        self.pool.latency.censor(waited)
+        if silence is None:
+            self.first.censor(waited)
+            self.pool.first.censor(waited)
+        elif silence > 0:
+            self.gaps.censor(silence)
+            self.pool.gaps.censor(silence)
 
-    def cancelled(self, waited: float) -> None:
-        self.latency.censor(waited)
+    # -- limits
 
-    # -- what a call is allowed
+    def silence_limit(self, rule: Rule, progressed: bool) -> Limit:
+        """
+        The silence that declares a stall: before the first sign of life
+        (``progressed`` false), or since the last progress event.
+        """
+        if rule.policy in ("fixed", "deadline"):
+            d = self.deadline(rule)
+            return Limit(rule.deadline.max, d.source, "no silence limit under this policy")
+        i = rule.idle
+        if progressed:
+            own, pooled, name, what = self.gaps, self.pool.gaps, "gaps", "between progress events"
+        else:
+            own, pooled, name, what = self.first, self.pool.first, "first", "before the first sign"
+        return self._limit(name, own, pooled, i.quantile, i.multiplier, i.initial, i.min, i.max,
+                           f"silence {what}")  # fmt: skip
 
-    def backoff(self, rule: Rule) -> float:
-        if not self.timeouts or rule.backoff == 1.0:
-            return 1.0
-        return float(rule.backoff ** min(self.timeouts, _MAX_BACKOFF_STEPS))
-
-    def deadline(self, rule: Rule) -> float:
-        """The whole-call deadline for the next call, in seconds."""
+    def deadline(self, rule: Rule) -> Limit:
+        """The whole-call limit for the next call."""
         d = rule.deadline
         if rule.policy == "fixed":
-            return d.initial
+            return Limit(d.initial, "fixed", "policy fixed: deadline.initial")
         if rule.policy != "deadline":
-            return d.max  # the hard limit under idle/hedge
-        if len(self.latency) >= MIN_LATENCIES:
-            self._deadline_base = self._learned(
-                d.quantile, d.multiplier, self._deadline_base, d.initial
-            )
-        else:
-            self._deadline_base = _proven(self._deadline_base, self.latency, d.multiplier)
-        base = _clamp(self._deadline_base, d.min, d.max)
-        return _clamp(base * self.backoff(rule), d.min, d.max)
+            return Limit(d.max, "fixed", "the hard limit of a call (deadline.max)")
+        return self._limit("latency", self.latency, self.pool.latency, d.quantile, d.multiplier,
+                           d.initial, d.min, d.max, "whole-call latency")  # fmt: skip
 
-    def idle_timeout(self, rule: Rule, backoff: float | None = None) -> float:
-        """
-        The silence after the last progress that declares a stall.
-
-        ``backoff`` is the factor a call was started with: timeouts of
-        *other* calls to the peer after that must not stretch it (four calls
-        stalled together would otherwise be detected at 1x, 1.5x, 2.25x...).
-        """
-        i = rule.idle
-        learned = self.gaps.timeout(i.threshold, i.min_std, i.acceptable_pause)
-        if learned is None:  # cold: never less than the gaps already seen
-            learned = max(i.initial, self.gaps.longest() * COLD_GAP_MULTIPLIER)
-        base = learned
-        factor = self.backoff(rule) if backoff is None else backoff
-        return _clamp(_clamp(base, i.min, i.max) * factor, i.min, i.max)
-
-    def first_progress_timeout(self, rule: Rule, backoff: float | None = None) -> float:
-        """
-        The silence before a call's first sign of life that declares a stall.
-
-        Learned like the deadline (a censored quantile times the multiplier)
-        from how long calls took to show a first sign of life, within the
-        idle bounds; ``idle.initial`` while cold.
-        """
-        i, d = rule.idle, rule.deadline
-        if len(self.first) >= MIN_LATENCIES:
-            self._first_base = self._learned(
-                d.quantile, d.multiplier, self._first_base, i.initial, self.first
-            )
-        else:
-            self._first_base = _proven(self._first_base, self.first, d.multiplier)
-        factor = self.backoff(rule) if backoff is None else backoff
-        return _clamp(_clamp(self._first_base, i.min, i.max) * factor, i.min, i.max)
-
-    def hedge_delay(self, rule: Rule) -> float:
-        """How long the primary may run before a backup is started."""
+    def hedge_delay(self, rule: Rule, progressed: bool) -> Limit:
+        """How long an attempt may stay silent before a backup is started."""
         h = rule.hedge
-        if len(self.latency) >= MIN_LATENCIES:
-            self._hedge_base = self._learned(h.quantile, 1.0, self._hedge_base, h.initial)
-        return _clamp(self._hedge_base, h.min, h.max)
+        own, pooled = (self.gaps, self.pool.gaps) if progressed else (self.first, self.pool.first)
+        what = "gap" if progressed else "first-sign"
+        return self._limit(f"hedge-{what}", own, pooled, h.quantile, 1.0, h.initial, h.min, h.max,
+                           f"{what} silence")  # fmt: skip
 
-    def _learned(
+    def _limit(
         self,
+        name: str,
+        own: Histogram,
+        pooled: Histogram,
         q: float,
         multiplier: float,
-        held: float,
         initial: float,
-        samples: LatencyEstimator | None = None,
-    ) -> float:
-        # Exact quantile: use it.  Unknown (the tail is censored): never go
-        # below what completed calls prove is needed, never above both the
-        # previous value and the censoring points (so timeouts alone cannot
-        # ratchet it up, and a censored slow minority cannot collapse it).
-        samples = self.latency if samples is None else samples
-        est = samples.quantile(q)
-        if est.exact:
-            learned = est.value * multiplier
-        else:
-            learned = max(est.value * multiplier, min(est.censored_max, held))
-        # A q quantile means nothing from fewer than 1/(1-q) calls (p99.9 of
-        # 20 fast calls is just the fastest majority): until the window holds
-        # that many, the estimate may rise above ``initial`` but not below.
-        needed = min(math.ceil(1.0 / (1.0 - q)), samples.window)
-        if len(samples) < needed:
-            learned = max(learned, initial)
-        return learned
+        low: float,
+        high: float,
+        what: str,
+    ) -> Limit:
+        # A tail quantile does not move measurably with one more sample:
+        # recompute after about 1/16 more observations of the peer or kind.
+        cached = self._cache.get(name)
+        if (
+            cached is not None
+            and own.seen - cached[0] <= own.seen >> 4
+            and pooled.seen - cached[1] <= pooled.seen >> 4
+        ):
+            return cached[2]
+        limit = learn(own, pooled, q, multiplier, initial, low, high, what)
+        self._cache[name] = (own.seen, pooled.seen, limit)
+        return limit
 
     # -- persistence
 
     def export(self) -> dict[str, Any]:
         return {
-            "latency": self.latency.export(),
-            "gaps": self.gaps.export(),
             "first": self.first.export(),
-            "timeouts": self.timeouts,
-            "deadline_base": self._deadline_base,
-            "hedge_base": self._hedge_base,
-            "first_base": self._first_base,
+            "gaps": self.gaps.export(),
+            "latency": self.latency.export(),
+            "calls": self.calls,
+            "stalls": self.stalls,
+            "share": self.share,
+            "explore": self.explore,
         }
 
     @classmethod
-    def load(cls, rule: Rule, state: Any) -> KeyEstimator:
-        if not isinstance(state, dict):
-            raise ValueError(f"expected an object, got {state!r}")
-        est = cls(rule)
-        est.latency.load(list(state.get("latency", [])))
-        est.gaps.load(list(state.get("gaps", [])))
-        est.first.load(list(state.get("first", [])))
-        timeouts = state.get("timeouts", 0)
-        if not isinstance(timeouts, int) or timeouts < 0:
-            raise ValueError(f"bad timeouts count {timeouts!r}")
-        est.timeouts = timeouts
-        for name in ("deadline_base", "hedge_base", "first_base"):
-            value = float(state.get(name, getattr(est, "_" + name)))
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"bad {name} {value!r}")
-            setattr(est, "_" + name, value)
+    def load(cls, rule: Rule, pool: Pool, data: Any, where: str) -> KeyEstimator:
+        est = cls(rule, pool)
+        _load_into(est, data, where, 1)
+        explore = data.get("explore", 0)
+        if isinstance(explore, bool) or not isinstance(explore, int) or explore < 0:
+            raise ValueError(f"{where}.explore: expected a number of calls, got {explore!r}")
+        est.explore = explore
         return est
+
+
+def _percent(q: float) -> str:
+    return f"p{round(q * 100, 4):g}"
+
+
+@functools.lru_cache(maxsize=32)
+def enough(q: float) -> float:
+    """
+    Observations from which the `CONFIDENCE` upper bound on the ``q``
+    quantile lies inside the data: the smallest ``n`` with
+    ``q + z sqrt(q (1 - q) / n) <= 1 - 1 / n``.
+    """
+    b = CONFIDENCE * math.sqrt(q * (1.0 - q))
+    x = (-b + math.sqrt(b * b + 4.0 * (1.0 - q))) / 2.0  # x = 1 / sqrt(n)
+    return 1.0 / (x * x)
+
+
+def learn(
+    own: Histogram,
+    pooled: Histogram,
+    q: float,
+    multiplier: float,
+    initial: float,
+    low: float,
+    high: float,
+    what: str,
+) -> Limit:
+    """
+    ``multiplier`` times the ``q`` quantile of ``own`` plus ``pooled``,
+    within ``low``..``high``.
+
+    While the kind has seen fewer than `MIN_SAMPLES` observations, or none
+    completed, the limit is ``initial``.  The quantile read is a 90% upper
+    confidence bound on ``q``; until the kind has enough observations for
+    that bound to lie inside the data (`enough`: 333 at p99), it lies beyond
+    the longest call seen, which says little, and ``initial`` still bounds
+    the limit from below, fading linearly to nothing by then.
+    """
+    n = pooled.seen
+    if n < MIN_SAMPLES or not pooled.events:
+        # Never below what completed calls prove is needed: a kind slower
+        # than ``initial`` would otherwise time out on every call and, its
+        # calls all stalls, never be learned.
+        proven = max(own.longest(), pooled.longest()) * multiplier
+        why = f"{what}: the kind is new ({n} observations, {MIN_SAMPLES} needed)"
+        if proven > initial:
+            why += f"; {multiplier:g} x the longest seen, {proven / multiplier:.3g}s"
+        return Limit(_clamp(max(initial, proven), low, high), "initial", why)
+    # An upper confidence bound on the quantile, not the point estimate: the
+    # p99 of 150 calls is their second largest, too low as often as not.
+    total = own.total + pooled.total
+    q_upper = min(1.0 - 0.5 / total, q + CONFIDENCE * math.sqrt(q * (1.0 - q) / total))
+    value, exact = quantile(((own, 1.0), (pooled, 1.0)), max(q, q_upper))
+    learned = value * multiplier
+    own_share = own.seen / n  # of the kind's observations, this peer's
+    source = "learned" if own_share >= 0.5 else "prior"
+    bound = "" if exact else " (beyond every completed call: the longest)"
+    why = (
+        f"{what}: {multiplier:g} x {_percent(q)} {value:.3g}s{bound} of {own.seen} own and "
+        f"{n} kind observations ({own_share:.0%} own)"
+    )
+    fading = initial * (1.0 - n / enough(q))
+    if fading > learned:
+        why = (
+            f"{what}: initial {initial:g}s fading as the kind's observations accumulate, "
+            f"{fading:.3g}s after {n} (learned: {learned:.3g}s)"
+        )
+        learned, source = fading, "initial"
+    clamped = _clamp(learned, low, high)
+    if clamped != learned:
+        why += f"; clamped to {low:g}s..{high:g}s"
+    return Limit(clamped, source, why)

@@ -6,8 +6,10 @@ Design constraints, and how they are met:
 * *One timer per call.*  Deadline and idle timeout share a single
   ``IDelayedCall`` armed for whichever is due first; 100,000 concurrent calls
   are 100,000 delayed calls, not 200,000.
-* *Progress must be cheap* (it happens per body chunk).  `progress` only
-  stores a timestamp and feeds the gap estimator; it never touches the
+* *Progress must be cheap* (it happens per body chunk, 5 ms apart in a
+  fast stream, and every gap is learned: merging close events would starve
+  the model of exactly the fast streams).  `GuardedCall.progress` only stores a
+  timestamp and adds the gap to two histograms; it never touches the
   reactor.  ``IDelayedCall.reset()`` would re-sort the reactor's timer heap on
   every chunk.  Instead, when the timer fires it re-checks the silence since
   the last progress and, if the call is still alive, re-arms for the time
@@ -15,6 +17,9 @@ Design constraints, and how they are met:
 * *Nothing after the end.*  Exactly one of result, failure, timeout or
   cancellation wins; the others are suppressed, so no input reaches the
   machine after the state that started the call has been left.
+* *A stall is not a latency.*  A call given up at its limit is counted in
+  the stall population and in its peer's health; a call its caller gave up
+  is a censored live observation (see ``_estimators``).
 * *Cancelling is releasing.*  Timing out or releasing cancels the Deferred
   (so the request or connection is really dropped) and consumes whatever
   failure that produces (``CancelledError``, ``ConnectingCancelledError``,
@@ -25,6 +30,7 @@ Design constraints, and how they are met:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -33,7 +39,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
 from fsmcancel.timeouts._clock import ReactorTime, Timer, call_later, seconds_of
-from fsmcancel.timeouts._estimators import GAP_RESOLUTION, KeyEstimator
+from fsmcancel.timeouts._estimators import KeyEstimator, Limit
+from fsmcancel.timeouts._health import PeerHealth
 from fsmcancel.timeouts._rule import Rule
 
 T = TypeVar("T")
@@ -60,6 +67,19 @@ class TimedOut:
     limit: float
 
 
+@dataclass(frozen=True)
+class Plan:
+    """
+    What a call starts with: its limit before the first sign of life, the
+    factor applied to its silence limits (more than 1 for a probe or an
+    exploratory call) and whether it is its peer's probe.
+    """
+
+    first: Limit
+    factor: float
+    probe: bool
+
+
 class GuardedCall(Generic[T]):
     """
     A running call and its armed timeout; created by `Timeouts.call`.
@@ -69,26 +89,30 @@ class GuardedCall(Generic[T]):
     """
 
     __slots__ = (
-        "_backoff",
+        "_cap",
         "_deadline",
         "_deferred",
         "_done",
         "_due",
         "_end",
         "_estimator",
+        "_factor",
+        "_first",
+        "_gap",
+        "_health",
         "_idle",
-        "_last",
-        "_observe_gap",
         "_on_failure",
         "_on_result",
         "_on_timeout",
-        "_progressed",
         "_rule",
         "_seconds",
         "_timer",
         "clock",
         "kind",
+        "last",
         "peer",
+        "probe",
+        "progressed",
         "started",
     )
 
@@ -96,7 +120,9 @@ class GuardedCall(Generic[T]):
         self,
         clock: ReactorTime,
         estimator: KeyEstimator,
+        health: PeerHealth,
         rule: Rule,
+        plan: Plan,
         kind: str,
         peer: str,
         on_result: Callable[[T], object],
@@ -108,7 +134,9 @@ class GuardedCall(Generic[T]):
         self.clock = clock
         self.kind = kind
         self.peer = peer
+        self.probe = plan.probe
         self._estimator = estimator
+        self._health = health
         self._rule = rule
         self._on_result = on_result
         self._on_failure = on_failure
@@ -118,17 +146,18 @@ class GuardedCall(Generic[T]):
         # `Timeouts`) stays in cache; one per call is another cache miss per
         # progress event when 100,000 calls are armed.
         self._seconds = seconds_of(clock) if seconds is None else seconds
-        self._observe_gap = estimator.gaps.observe
+        self._gap = estimator.gap
         self._idle = rule.policy in ("idle", "hedge")
+        self._factor = plan.factor
+        self._first = plan.first.seconds
+        self._cap = math.inf
         self._done = False
-        self._progressed = False
+        self.progressed = False
         self._timer: Timer | None = None
         self._due = 0.0
         self._deferred: Deferred[T] | None = None
-        self.started = self._last = self._seconds()
-        self._deadline = self.started + estimator.deadline(rule)
-        # Backoff is decided when the call starts, like its deadline.
-        self._backoff = estimator.backoff(rule)
+        self.started = self.last = self._seconds()
+        self._deadline = self.started + estimator.deadline(rule).seconds
 
     @property
     def done(self) -> bool:
@@ -136,6 +165,7 @@ class GuardedCall(Generic[T]):
         return self._done
 
     def start(self, fn: Callable[..., Deferred[T]], *args: Any) -> None:
+        self._health.inflight.add(self)
         self._arm(self.started)
         try:
             d = fn(*args)
@@ -150,34 +180,58 @@ class GuardedCall(Generic[T]):
         (e.g. Foolscap's ``getDataLastReceivedAt()``), in clock seconds.
         """
         now = self._seconds() if at is None else at
-        gap = now - self._last
+        gap = now - self.last
         if gap <= 0 or self._done:
             return
-        self._last = now
-        if self._progressed:
-            if gap >= GAP_RESOLUTION:
-                self._observe_gap(gap)
-        else:
-            # The first progress ends request upload and server think time,
-            # not an inter-arrival gap: it teaches the first-sign allowance,
-            # not the gap model.
-            self._progressed = True
-            self._estimator.first.observe(gap)
-            # The gap model may allow less silence than the first-sign
-            # allowance the timer was armed for: re-arm, once per call.
-            if self._timer is not None and now + self._idle_limit() < self._due:
-                self._timer.cancel()
-                self._arm(self._seconds() if at is not None else now)
+        self.last = now
+        if self.progressed:
+            self._gap(gap)
+            return
+        # The first sign of life ends request upload and server think time,
+        # not an inter-arrival gap: it teaches the first-sign limit, not the
+        # gap model, and it says the peer is alive.
+        self.progressed = True
+        self._estimator.first_sign(gap)
+        self._health.alive(now)
+        # The gap model may allow less silence than the first-sign limit the
+        # timer was armed for: re-arm, once per call.
+        if self._timer is not None and now + self.silence_limit() < self._due:
+            self._timer.cancel()
+            self._arm(self._seconds() if at is not None else now)
+
+    def silence_limit(self) -> float:
+        """
+        How much silence declares a stall now: before the first sign of
+        life, the limit the call started with; after it, the gap model's.
+        """
+        if not self.progressed:
+            return min(self._first, self._cap)
+        limit = self._estimator.silence_limit(self._rule, True).seconds
+        return min(limit * self._factor if self._factor != 1.0 else limit, self._cap)
+
+    def tighten(self, cap: float) -> None:
+        """
+        Another call to this peer just stalled without a sign of life: from
+        now on this one's silence is judged by at most ``cap`` as well, so a
+        peer that died with calls in flight has each detected no later than
+        the first.
+        """
+        if self._done or cap >= self._cap:
+            return
+        self._cap = cap
+        if self._timer is not None and self.last + self.silence_limit() < self._due:
+            self._timer.cancel()
+            self._arm(self._seconds())
 
     def cancel(self) -> None:
         """Give up the call: cancel its Deferred, disarm, report nothing."""
         if self._done:
             return
         self._finish()
-        waited = self._seconds() - self.started
-        self._estimator.cancelled(waited)
-        if not self._progressed:
-            self._estimator.first.censor(waited)
+        now = self._seconds()
+        self._estimator.cancelled(now - self.started, now - self.last if self.progressed else None)
+        if self.probe:
+            self._health.probing = False
         if self._deferred is not None:
             self._deferred.cancel()
 
@@ -186,7 +240,7 @@ class GuardedCall(Generic[T]):
     def _arm(self, now: float) -> None:
         due = self._deadline
         if self._idle:
-            due = min(due, self._last + self._idle_limit())
+            due = min(due, self.last + self.silence_limit())
         # Half an epsilon early, so float rounding of ``now + delay`` can never
         # make the timer fire after the moment it stands for.
         self._due = due
@@ -196,8 +250,8 @@ class GuardedCall(Generic[T]):
         self._timer = None
         now = self._seconds()
         if self._idle:
-            limit = self._idle_limit()
-            if now - self._last >= limit - _EPSILON and self._last + limit <= self._deadline:
+            limit = self.silence_limit()
+            if now - self.last >= limit - _EPSILON and self.last + limit <= self._deadline:
                 self._timeout("idle", limit, now)
                 return
         if now >= self._deadline - _EPSILON:
@@ -205,17 +259,9 @@ class GuardedCall(Generic[T]):
             return
         self._arm(now)
 
-    def _idle_limit(self) -> float:
-        """
-        How much silence is improbable now: before the first sign of life,
-        the learned first-sign allowance; after it, the gap model.
-        """
-        if self._progressed:
-            return self._estimator.idle_timeout(self._rule, self._backoff)
-        return self._estimator.first_progress_timeout(self._rule, self._backoff)
-
     def _finish(self) -> None:
         self._done = True
+        self._health.inflight.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -223,22 +269,28 @@ class GuardedCall(Generic[T]):
     def _timeout(self, rule: Literal["deadline", "idle"], limit: float, now: float) -> None:
         self._finish()
         waited = now - self.started
-        self._estimator.timed_out(waited)
-        if not self._progressed:
-            self._estimator.first.censor(waited)
+        self._estimator.stalled()
+        self._health.ended(
+            True, self.probe, now, self._rule, silent=not self.progressed, limit=self._first
+        )
         if self._deferred is not None:
             self._deferred.cancel()
         self._end(self)
         self._on_timeout(TimedOut(self.kind, self.peer, waited, rule, limit))
 
+    def _answered(self) -> float:
+        now = self._seconds()
+        if not self.progressed:  # the answer is the first sign of life
+            self._estimator.first_sign(now - self.started)
+            self._health.alive(now)
+        self._health.ended(False, self.probe, now, self._rule)
+        return now - self.started
+
     def _result(self, result: T) -> None:
         if self._done:
             return
         self._finish()
-        latency = self._seconds() - self.started
-        self._estimator.completed(latency)
-        if not self._progressed:
-            self._estimator.first.observe(latency)
+        self._estimator.completed(self._answered())
         self._end(self)
         self._on_result(result)
 
@@ -246,8 +298,8 @@ class GuardedCall(Generic[T]):
         if self._done:
             return None  # we cancelled it: whatever it says, it is consumed
         self._finish()
-        if not self._progressed:  # an answer, if an unhappy one
-            self._estimator.first.observe(self._seconds() - self.started)
+        self._answered()  # an answer, if an unhappy one
+        self._estimator.answered()
         self._end(self)
         self._on_failure(failure)
         return None

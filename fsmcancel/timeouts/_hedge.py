@@ -1,5 +1,15 @@
 """
-Hedged calls: the same call on a second peer once the first is late.
+Hedged calls: hedge first, kill on evidence.
+
+A silence limit that never times out a live call cannot detect a stall
+faster than the slowest live calls show a sign of life (about 2 s on a WAN).
+A hedge needs no verdict: once an attempt has been silent for longer than
+the ``hedge.quantile`` of the silences live calls show (before their first
+sign of life, or between two progress events, e.g. mid-body), the same call
+goes to the next peer, and the first attempt *keeps running*.  The first
+answer wins; only then are the others cancelled.  So a slow-but-alive peer's
+late answer still wins (and is learned) when it comes first, and each
+attempt's own kill limit (`TimedOut`) stays the conservative idle limit.
 
 "The Tail at Scale" hedges after the p95 for ~5% extra load; Finagle and
 gRPC cap the extra load with a token budget so that a slow cluster is not
@@ -53,8 +63,12 @@ class HedgedCall(Generic[T]):
     """
     One logical call spread over up to ``len(peers)`` attempts; created by
     `Timeouts.hedged`.  The first answer wins and every other attempt is
-    cancelled.  If every started attempt fails or times out, the last
+    cancelled then.  If every started attempt fails or times out, the last
     outcome is reported and the machine decides what to do next.
+
+    ``attempts`` counts the attempts started, ``winner`` is the peer whose
+    answer won, ``losers`` the peers whose attempts were cancelled because
+    another won.
     """
 
     def __init__(
@@ -83,8 +97,11 @@ class HedgedCall(Generic[T]):
         self._live: list[GuardedCall[T]] = []
         self._next = 0
         self._timer: Timer | None = None
+        self._hedging = False
         self._done = False
         self.attempts = 0
+        self.winner: str | None = None
+        self.losers: list[str] = []
 
     @property
     def done(self) -> bool:
@@ -92,13 +109,11 @@ class HedgedCall(Generic[T]):
 
     def start(self) -> None:
         rule = self._timeouts.rule(self.kind, self.peers[0])
-        hedging = rule.policy == "hedge" and len(self.peers) > 1
-        if hedging:
+        self._hedging = rule.policy == "hedge" and len(self.peers) > 1
+        if self._hedging:
             self._timeouts.budget(self.kind, rule.hedge).deposit(rule.hedge)
         self._launch()
-        if hedging and not self._done:
-            delay = self._timeouts.estimator(self.kind, self.peers[0]).hedge_delay(rule)
-            self._timer = call_later(self._op.clock, delay, self._hedge, delay)
+        self._arm()
 
     def progress(self, peer: str, at: float | None = None) -> None:
         """The attempt on ``peer`` showed a sign of life (see `GuardedCall.progress`)."""
@@ -122,7 +137,7 @@ class HedgedCall(Generic[T]):
             self._op.clock,
             self.kind,
             peer,
-            on_result=self._result,
+            on_result=lambda result: self._result(result, peer),
             on_failure=self._failure,
             on_timeout=self._timed_out,
             end=self._ended,
@@ -130,18 +145,43 @@ class HedgedCall(Generic[T]):
         self._live.append(call)
         call.start(self._fn, peer, *self._args)
 
-    def _hedge(self, delay: float) -> None:
-        self._timer = None
-        rule = self._timeouts.rule(self.kind, self.peers[0])
-        if not self._timeouts.budget(self.kind, rule.hedge).withdraw():
+    def _arm(self) -> None:
+        """Watch the newest live attempt for lateness (lazily, like a guard)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._hedging or self._done or not self._live or self._next >= len(self.peers):
             return
-        self._launch()
-        if self._next < len(self.peers) and not self._done:
-            self._timer = call_later(self._op.clock, delay, self._hedge, delay)
+        call = self._live[-1]
+        delay = self._delay(call)
+        now = self._op.clock.seconds()
+        # Half a nanosecond early, as in the guard: float rounding must not
+        # make the check run just before the moment it stands for.
+        due = call.last + delay - now - 0.5e-9
+        self._timer = call_later(self._op.clock, max(0.0, due), self._check)
+
+    def _delay(self, call: GuardedCall[T]) -> float:
+        rule = self._timeouts.rule(self.kind, call.peer)
+        est = self._timeouts.estimator(self.kind, call.peer)
+        return est.hedge_delay(rule, call.progressed).seconds
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._done or not self._live:
+            return
+        call = self._live[-1]
+        if self._op.clock.seconds() - call.last >= self._delay(call) - 1e-9:
+            rule = self._timeouts.rule(self.kind, self.peers[0])
+            if not self._timeouts.budget(self.kind, rule.hedge).withdraw():
+                return  # no budget: the attempts run to their own limits
+            self._launch()
+        self._arm()
 
     def _ended(self, call: GuardedCall[T]) -> None:
         if call in self._live:
             self._live.remove(call)
+            if not self._done:
+                self._arm()
 
     def _finish(self) -> None:
         self._done = True
@@ -151,10 +191,13 @@ class HedgedCall(Generic[T]):
         live, self._live = self._live, []
         for call in live:
             call.cancel()
+        if self.winner is not None:
+            self.losers = [call.peer for call in live]
 
-    def _result(self, result: T) -> None:
+    def _result(self, result: T, peer: str) -> None:
         if self._done:
             return
+        self.winner = peer
         self._finish()
         self._op.release(self)
         self._on_result(result)

@@ -40,26 +40,30 @@ class DeadlineRule:
 @dataclass(frozen=True)
 class IdleRule:
     """
-    The progress (idle) timeout: phi accrual on the gaps between progress
-    events.  A stall is declared when the silence since the last progress
-    reaches the gap whose phi is ``threshold``, i.e. ``mean + acceptable_pause
-    + z(threshold) * max(std, min_std)``, kept within ``min``..``max``.
+    The silence (idle) limit: a stall is declared when a call has been
+    silent for ``multiplier`` times the ``quantile`` of the silences live
+    calls of this kind showed: before their first sign of life, or between
+    two progress events.  Within ``min``..``max``; ``initial`` while the
+    whole kind is new.  ``window`` is about how many recent silences of a
+    peer the estimate follows (the kind's pool follows ten times as many).
     """
 
     initial: float
     min: float
     max: float
-    threshold: float
-    min_std: float
-    acceptable_pause: float
+    quantile: float
+    multiplier: float
     window: int
 
 
 @dataclass(frozen=True)
 class HedgeRule:
     """
-    Hedging: after the peer's ``quantile`` latency (within ``min``..``max``;
-    ``initial`` when cold) start the same call on the next peer.  ``budget``
+    Hedging: once an attempt has been silent for longer than the
+    ``quantile`` of the silences live calls show (before their first sign
+    of life, or between two progress events; within ``min``..``max``,
+    ``initial`` while the kind is new), start the same call on the next
+    peer, and keep the first running.  ``budget``
     caps backups as a share of calls; ``burst`` backups may be spent before
     any budget was earned, so a cold process can hedge at all.
     """
@@ -73,13 +77,32 @@ class HedgeRule:
 
 
 @dataclass(frozen=True)
+class HealthRule:
+    """
+    When a peer is suspect, and how it is probed.  ``suspect_after``
+    consecutive stalls (with no sign of life between them) make a peer
+    suspect; its first probe is due ``probe_interval`` later, and each probe
+    that stalls again multiplies the interval by the rule's ``backoff``, up
+    to ``probe_max``.  A probe of a peer never seen alive, and the one
+    exploratory call after a timeout of a peer that is alive, get
+    ``probe_multiplier`` times the usual silence limit: the only way to
+    learn a peer slower than its kind.
+    """
+
+    suspect_after: int
+    probe_interval: float
+    probe_max: float
+    probe_multiplier: float
+
+
+@dataclass(frozen=True)
 class Rule:
     """
     Everything that decides how one (kind, peer) call is guarded.
 
-    ``backoff`` multiplies the deadline and idle timeout after each
-    consecutive timeout of the key (1 disables backoff); the result is still
-    clamped to the section's ``max``.
+    ``backoff`` multiplies a suspect peer's probe interval after each probe
+    that stalls (1 keeps it constant).  It never lengthens a call's limit:
+    a dead peer is detected as fast on its tenth call as on its first.
     """
 
     policy: Policy
@@ -87,6 +110,7 @@ class Rule:
     deadline: DeadlineRule
     idle: IdleRule
     hedge: HedgeRule
+    health: HealthRule
 
 
 def _number(value: float) -> str:
@@ -99,10 +123,14 @@ def _percentile(quantile: float) -> str:
 
 def label(rule: Rule) -> str:
     """
-    A short description of ``rule`` for diagrams, e.g. ``idle φ>8, 1s..30s``.
+    A short description of ``rule`` for diagrams, e.g. ``idle p99x3.5, 1s..30s``
+    (with a multiplication sign).
     """
     d, i, h = rule.deadline, rule.idle, rule.hedge
-    idle = f"idle φ>{_number(i.threshold)}, {format_duration(i.min)}..{format_duration(i.max)}"
+    idle = (
+        f"idle {_percentile(i.quantile)}\u00d7{_number(i.multiplier)}, "
+        f"{format_duration(i.min)}..{format_duration(i.max)}"
+    )
     if rule.policy == "fixed":
         return f"fixed {format_duration(d.initial)}"
     if rule.policy == "deadline":

@@ -1,64 +1,114 @@
 """
-Stall detection and timer costs of fsmcancel.timeouts, as a printed table.
+Stall detection of fsmcancel.timeouts against the classic policies, on
+multi-peer workloads where every peer starts cold; and the cost of
+`GuardedCall.progress`.  Printed tables and ratios, not a timed test.
 
-Run:  python tests/benchmarks/bench_timeouts.py [--calls N] [--seed S]
+Run:  python tests/benchmarks/bench_timeouts.py [--seeds 1,2,3] [--families wan,heavy,...]
+      [--variations] [--no-cost]
 
-Not a timed test: it prints what it measures, the ratios against the fixed
-10 s baseline measured in the same run, and whether each target is met.
-See ``timeouts_sim.py`` for the workload.
+Dev seeds were 1..3; confirm on others (e.g. ``--seeds 101,102,103``) and
+with ``--variations`` (other medians, sigmas, stall rates, progress
+intervals, peers that differ).  See ``timeouts_sim.py`` for the workloads.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from timeouts_baselines import (  # type: ignore[import-not-found, unused-ignore]
+    run_fixed,
+    run_phi_gaps,
+    run_phi_latency,
+    run_rfc6298,
+)
 from timeouts_sim import (  # type: ignore[import-not-found, unused-ignore]
+    FAMILIES,
+    VARIATIONS,
+    Family,
     Result,
     StandInOperation,
     run_fsmcancel,
     run_hedged,
-    run_phi_latency,
-    run_rfc6298,
     workload,
 )
 from twisted.internet.defer import Deferred
 
-from fsmcancel.timeouts import Timeouts, load_config, rule_label
+from fsmcancel.timeouts import Timeouts, load_config
+
+DEFAULT = "fsmcancel default (idle)"
+HEDGE = "fsmcancel hedge, 2 peers"
 
 
-def fixed(seconds: str) -> Any:
-    return load_config(
-        env={}, data={"default": {"policy": "fixed", "deadline": {"initial": seconds, "max": "1h"}}}
+def run_family(family: Family, seeds: list[int]) -> dict[str, Result]:
+    """Every policy on every seed of ``family``; results merged over seeds."""
+    default = load_config(env={})
+    hedge = load_config(env={}, data={"default": {"policy": "hedge"}})
+    merged: dict[str, Result] = {}
+    per_seed: list[tuple[int, Result]] = []
+    for seed in seeds:
+        specs = workload(family, seed)
+        backups = [s for s in workload(family, seed + 10_000) if not s.dead]
+        backups = (backups * (len(specs) // len(backups) + 1))[: len(specs)]
+        mine = run_fsmcancel(DEFAULT, default, specs)
+        per_seed.append((seed, mine))
+        results = [
+            run_fixed(specs),
+            run_rfc6298(specs),
+            run_phi_latency(specs),
+            run_phi_gaps(specs),
+            mine,
+            run_hedged(HEDGE, hedge, specs, backups),
+        ]
+        if family.dead:
+            results.append(run_fsmcancel(DEFAULT + " + rank", default, specs, rank=True))
+        for r in results:
+            if r.name not in merged:
+                merged[r.name] = Result(r.name, note=r.note)
+            merged[r.name].merge(r)
+    table(family, merged, seeds)
+    print(f"  {DEFAULT}, per seed:")
+    for seed, r in per_seed:
+        print(
+            f"    seed {seed:>5}: detect {r.mean_detect:5.2f}s mean {r.p99_detect:5.2f}s p99, "
+            f"false {r.false_live}/{r.live} live, {r.false_cold}/{r.cold} cold, "
+            f"{r.false_slow}/{r.slow} slow"
+        )
+    return merged
+
+
+def table(family: Family, results: dict[str, Result], seeds: list[int]) -> None:
+    r0 = next(iter(results.values()))
+    print(
+        f"\n== {family.name}: {family.peers} peers x {family.calls} calls, seeds "
+        f"{','.join(map(str, seeds))}: {r0.calls} calls, {len(r0.detect)} stalls, "
+        f"{r0.slow} slow =="
     )
-
-
-def table(results: list[Result], baseline: Result) -> None:
     head = (
-        f"{'policy':<44} {'detect mean':>11} {'p99':>8} {'false/live':>10} "
-        f"{'false/slow':>10} {'wasted/1000':>11} {'speed-up':>8} {'fewer FT':>8}"
+        f"  {'policy':<34} {'detect':>7} {'p99':>7} {'false/live':>10} {'false/slow':>10} "
+        f"{'false/cold':>10} {'wasted/1k':>9} {'extra':>6}"
     )
     print(head)
-    print("-" * len(head))
-    for r in results:
-        speed = baseline.mean_detect / r.mean_detect
-        fewer = baseline.false_rate / r.false_rate if r.false_live else float("inf")
+    print("  " + "-" * (len(head) - 2))
+    for r in results.values():
         print(
-            f"{r.name:<44} {r.mean_detect:>10.2f}s {r.p99_detect:>7.2f}s "
-            f"{r.false_rate:>10.4%} {r.false_slow_rate:>10.2%} {r.wasted_per_1000:>10.1f}s "
-            f"{speed:>7.2f}x {fewer:>7.1f}x"
+            f"  {r.name:<34} {r.mean_detect:>6.2f}s {r.p99_detect:>6.2f}s "
+            f"{r.rate(r.false_live, r.live):>10.4%} {r.rate(r.false_slow, r.slow):>10.2%} "
+            f"{r.rate(r.false_cold, r.cold):>10.4%} {r.wasted / r.calls * 1000:>8.0f}s "
+            f"{r.extra / r.calls:>6.1%}"
         )
         if r.note:
-            print(f"{'':<44} {r.note}")
+            print(f"  {'':<34} {r.note}")
 
 
 def check(label: str, ok: bool, detail: str) -> bool:
@@ -66,19 +116,60 @@ def check(label: str, ok: bool, detail: str) -> bool:
     return ok
 
 
+def targets(key: str, results: dict[str, Result]) -> bool:
+    mine = results[DEFAULT]
+    rate = mine.rate(mine.false_live, mine.live)
+    detail = f"{rate:.4%} ({mine.false_live}/{mine.live}; cold {mine.false_cold}/{mine.cold})"
+    print("  targets (default policy, no tuning):")
+    if key == "wan":
+        return all([
+            check("detection mean <= 2.5 s", mine.mean_detect <= 2.5, f"{mine.mean_detect:.2f} s"),
+            check("detection p99 <= 4 s", mine.p99_detect <= 4.0, f"{mine.p99_detect:.2f} s"),
+            check("false timeouts <= 0.01% of live calls, cold ones included", rate <= 1e-4,
+                  detail),
+        ])  # fmt: skip
+    if key == "heavy":
+        classic = [r for name, r in results.items() if not name.startswith("fsmcancel")]
+        better = [
+            r.name for r in classic
+            if r.mean_detect < mine.mean_detect and r.false_live / r.live < rate
+        ]  # fmt: skip
+        return check(
+            "no classic policy better on both mean detection and false timeouts",
+            not better,
+            "dominated by " + ", ".join(better) if better else
+            f"{mine.mean_detect:.2f} s, {rate:.4%}",
+        )  # fmt: skip
+    if key == "shift":
+        return check("false timeouts <= 0.01% through the shift", rate <= 1e-4, detail)
+    if key == "dead":
+        worse = []
+        firsts = []
+        for peer, calls in mine.dead_detect.items():
+            times = [t for _, t in sorted(calls)]  # in the order the calls started
+            firsts.append(f"{times[0]:.2f}")
+            worse += [f"{peer} #{i + 2}" for i, t in enumerate(times[1:10]) if t > times[0] + 1e-6]
+        return check(
+            "2nd to 10th detection of each dead peer <= its first",
+            not worse,
+            f"slower: {', '.join(worse)}" if worse else
+            f"{len(mine.dead_detect)} dead peers, first detections {', '.join(firsts)} s",
+        )  # fmt: skip
+    return True
+
+
 def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
     """
     Microseconds per `GuardedCall.progress` with ``armed`` calls armed on
-    the real (not running) reactor, events hitting calls in random and in
-    sequential order; a bare attribute store in random order (what the memory
-    hierarchy alone costs at that size); and ``IDelayedCall.reset``, the
-    per-chunk alternative this design avoids.
+    the real (not running) reactor, in random and in sequential order; a
+    bare attribute store in random order (what the memory hierarchy alone
+    costs); and ``IDelayedCall.reset``, the per-chunk alternative avoided.
     """
     from twisted.internet import reactor as global_reactor
 
     reactor = cast(Any, global_reactor)
     op = StandInOperation(reactor)
-    timeouts = Timeouts(load_config(env={}))
+    timeouts = Timeouts(load_config(env={}), clock=reactor)
     calls = [
         timeouts.call(
             op,
@@ -93,17 +184,22 @@ def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
     ]
     rng = random.Random(0)
 
-    def per_event(run: Callable[[], object], n: int) -> float:
-        gc.collect()
-        gc.disable()  # as timeit does: measure the code, not a collection
-        try:
-            t0 = time.perf_counter()
-            run()
-            return (time.perf_counter() - t0) / n * 1e6
-        finally:
-            gc.enable()
+    def per_event(run: Callable[[], object], n: int, repeat: int = 5) -> float:
+        # As timeit does: no collection during the run, and the best of a
+        # few runs (the machine is shared; the others measure the neighbours).
+        best = math.inf
+        for _ in range(repeat):
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                run()
+                best = min(best, (time.perf_counter() - t0) / n * 1e6)
+            finally:
+                gc.enable()
+        return best
 
-    def progress_all(order: list[Callable[[], object]]) -> None:
+    def progress_all(order: Sequence[Callable[[], object]]) -> None:
         for progress in order:
             progress()
 
@@ -115,13 +211,9 @@ def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
         for i, timer in enumerate(order):
             timer.reset(3600 + i * 1e-3)
 
-    # A call's first progress ends its first-sign allowance and may re-arm
-    # its timer (once per call); chunks after it are the per-event cost.
-    first = per_event(lambda: progress_all([call.progress for call in calls]), armed)
-    random_order: list[Callable[[], object]] = [
-        calls[rng.randrange(armed)].progress for _ in range(events)
-    ]
-    sequential: list[Callable[[], object]] = [calls[i % armed].progress for i in range(events)]
+    first = per_event(lambda: progress_all([call.progress for call in calls]), armed, 1)
+    random_order = [calls[rng.randrange(armed)].progress for _ in range(events)]
+    sequential = [calls[i % armed].progress for i in range(events)]
     stores = [calls[rng.randrange(armed)] for _ in range(events)]
     result = {
         "random": per_event(lambda: progress_all(random_order), events),
@@ -140,81 +232,45 @@ def progress_cost(armed: int, events: int = 200_000) -> dict[str, float]:
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=2024)
-    args = parser.parse_args()
-
-    started = time.perf_counter()
-    specs = workload(args.calls, args.seed)
-    backups = workload(args.calls, args.seed + 1)
-    stalls = sum(s.stall for s in specs)
-    slow = sum(s.slow for s in specs)
-    print(
-        f"workload: {args.calls} calls (seed {args.seed}), {stalls} stalls, {slow} slow, "
-        f"host 5x slower after call {args.calls // 2}\n"
-    )
-
-    default = load_config(env={})
-    deadline = load_config(env={}, data={"default": {"policy": "deadline"}})
-    hedge = load_config(env={}, data={"default": {"policy": "hedge"}})
-    base10 = run_fsmcancel("fixed 10 s (Tahoe OVERDUE)", fixed("10s"), specs)
-    results = [
-        run_fsmcancel("fixed 1200 s (TCP-like)", fixed("1200s"), specs),
-        run_fsmcancel("fixed 30 s", fixed("30s"), specs),
-        base10,
-        run_rfc6298(specs),
-        run_phi_latency(specs),
-        run_fsmcancel(f"fsmcancel {rule_label(deadline, 'read')}", deadline, specs),
-        run_fsmcancel(f"fsmcancel {rule_label(default, 'read')}", default, specs),
-        run_hedged("fsmcancel hedge (2 peers), idle guard", hedge, specs, backups),
-    ]
-    table(results, base10)
-    idle = results[-2]
-
-    print("\ntargets (default policy, same run):")
-    ok = all(
-        [
-            check("stall detected, mean <= 2.5 s", idle.mean_detect <= 2.5,
-                  f"{idle.mean_detect:.2f} s"),
-            check("stall detected, p99 <= 4 s", idle.p99_detect <= 4.0,
-                  f"{idle.p99_detect:.2f} s"),
-            check("false timeouts among live calls <= 0.01%", idle.false_rate <= 1e-4,
-                  f"{idle.false_rate:.4%} ({idle.false_live}/{idle.live})"),
-            check(">= 4x faster than fixed 10 s", base10.mean_detect / idle.mean_detect >= 4,
-                  f"{base10.mean_detect / idle.mean_detect:.2f}x"),
-            check(">= 9x fewer false timeouts than fixed 10 s",
-                  idle.false_live * 9 <= base10.false_live,
-                  f"{base10.false_live} vs {idle.false_live}"),
-        ]
-    )  # fmt: skip
-
-    print("\nprogress event cost (GuardedCall.progress; reactor not touched):")
-    costs = []
+def costs() -> bool:
+    print("\nprogress event cost (GuardedCall.progress; the reactor is not touched):")
+    measured = []
     for armed in (1_000, 10_000, 100_000):
         cost = progress_cost(armed)
-        costs.append(cost)
+        measured.append(cost)
         print(
             f"  {armed:>7} armed: {cost['random']:5.3f} us/event random order, "
-            f"{cost['sequential']:5.3f} sequential "
-            f"(control store {cost['control']:5.3f}; IDelayedCall.reset {cost['reset']:5.3f}); "
-            f"first progress of a call {cost['first']:5.3f}"
+            f"{cost['sequential']:5.3f} sequential (control store {cost['control']:5.3f}; "
+            f"IDelayedCall.reset {cost['reset']:5.3f}); first progress of a call "
+            f"{cost['first']:5.3f}"
         )
-    worst = max(max(c["random"], c["sequential"]) for c in costs)
-    ok &= check("progress event <= 2 us", worst <= 2.0, f"{worst:.3f} us worst")
-    seq = [c["sequential"] for c in costs]
+    worst = max(max(c["random"], c["sequential"]) for c in measured)
     print(
-        "  per-event work is O(1) (a clock read and two stores; no reactor call),\n"
-        "  but measured cost rises with the number armed: "
-        + " / ".join(f"{c:.3f}" for c in seq)
-        + " us at 1k / 10k / 100k (sequential).\n"
-        "  That is the memory hierarchy (100k calls with their Deferreds and timers\n"
-        "  do not fit in cache); IDelayedCall.reset grows faster, and touches the reactor.\n"
-        "  A call's first progress (once per call) may re-arm its timer from the\n"
-        "  first-sign allowance to the gap model: that is the 'first progress' cost."
+        "  Per event: a clock read, two stores and one bin increment in the peer's and\n"
+        "  the kind's histograms (O(1), no reactor call).  The rise with the number armed\n"
+        "  is the memory hierarchy, as the control store shows."
     )
-    print(f"\nelapsed {time.perf_counter() - started:.1f} s")
+    return check("progress event <= 2 us", worst <= 2.0, f"{worst:.3f} us worst")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated (dev: 1,2,3)")
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--variations", action="store_true", help="also each family's variations")
+    parser.add_argument("--no-cost", action="store_true", help="skip the progress() cost")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.perf_counter()
+    ok = True
+    for key in args.families.split(","):
+        ok &= targets(key, run_family(FAMILIES[key], seeds))
+        if args.variations:
+            for family in VARIATIONS[key]:
+                ok &= targets(key, run_family(family, seeds))
+    if not args.no_cost:
+        ok &= costs()
+    print(f"\nelapsed {time.perf_counter() - started:.1f} s; {'all met' if ok else 'MISSED some'}")
     return 0 if ok else 1
 
 
