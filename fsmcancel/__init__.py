@@ -11,6 +11,7 @@ from fsmcancel._logging import TwistedLoggerFactory
 from fsmcancel._version import __version__
 from fsmcancel.core import (
     Cancellable,
+    ChildGroup,
     CleanupFailed,
     DataState,
     DefinitionError,
@@ -35,6 +36,7 @@ from fsmcancel.service import OperationService
 
 __all__ = [
     "Cancellable",
+    "ChildGroup",
     "CleanupFailed",
     "DataState",
     "DefinitionError",

@@ -20,13 +20,14 @@ semantics:
 10. ``_ledger``: states own resources; releasing them.
 11. ``_releases``: how each kind of resource is released, and which failures
     only report our own cancellation.
-12. ``_cancel``: cancel and force.
-13. ``_completion``: the one completion, observers, and the outcome with its
+12. ``_group``: child groups: C at a time, done after k successes.
+13. ``_cancel``: cancel and force.
+14. ``_completion``: the one completion, observers, and the outcome with its
     cleanup errors.
-14. ``_errors``: the exceptions, each naming what was wrong.
-15. ``_events``: the structlog events.
-16. ``_registry``: the live operations, for an inspector.
-17. ``_clock``: the injected clock.
+15. ``_errors``: the exceptions, each naming what was wrong.
+16. ``_events``: the structlog events.
+17. ``_registry``: the live operations, for an inspector.
+18. ``_clock``: the injected clock.
 """
 
 from fsmcancel.core._builder import Cancellable, OperationBuilder
@@ -40,6 +41,7 @@ from fsmcancel.core._errors import (
     UnexpectedInput,
 )
 from fsmcancel.core._factory import OperationFactory
+from fsmcancel.core._group import ChildGroup
 from fsmcancel.core._operation import Operation, TransitionRecord
 from fsmcancel.core._registry import Registry
 from fsmcancel.core._spec import MachineSpec, StateKind, StateSpec, TransitionSpec
@@ -47,6 +49,7 @@ from fsmcancel.core._states import DataState, State, States
 
 __all__ = [
     "Cancellable",
+    "ChildGroup",
     "CleanupFailed",
     "DataState",
     "DefinitionError",

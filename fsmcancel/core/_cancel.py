@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from fsmcancel.core._clock import ReactorTime
     from fsmcancel.core._factory import OperationFactory
-    from fsmcancel.core._ledger import Resource
+    from fsmcancel.core._releases import Resource
 
 #: The cleanup grace when neither the machine nor the operation sets one.
 DEFAULT_GRACE = 30.0

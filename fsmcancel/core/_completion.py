@@ -45,8 +45,8 @@ from fsmcancel.core._errors import (
 )
 
 if TYPE_CHECKING:
-    from fsmcancel.core._ledger import Resource
     from fsmcancel.core._registry import Registry
+    from fsmcancel.core._releases import Resource
 
 #: The outcome before anything decided one.
 NOTHING: Any = object()

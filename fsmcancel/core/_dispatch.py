@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
     from fsmcancel.core._clock import ReactorTime
     from fsmcancel.core._factory import OperationFactory
-    from fsmcancel.core._ledger import Resource
     from fsmcancel.core._operation import TransitionRecord
+    from fsmcancel.core._releases import Resource
 
 Queued = tuple[str, Callable[..., Any] | None, tuple[Any, ...], dict[str, Any]]
 

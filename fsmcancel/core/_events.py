@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from fsmcancel.core._errors import OperationCancelled, safe_text
 
 if TYPE_CHECKING:
-    from fsmcancel.core._ledger import Resource
+    from fsmcancel.core._releases import Resource
 
 _LOG = structlog.get_logger("fsmcancel")
 _WARNINGS_ONLY = structlog.make_filtering_bound_logger(logging.WARNING)

@@ -1,23 +1,27 @@
 """
 States own resources: the ledger of what each state holds.
 
-What a behaviour acquires with ``own``/``watch``/``call_later`` belongs to
-the state being entered (or the current state, in a loop or outside a
+What a behaviour acquires with ``own``/``watch``/``children``/``call_later``
+belongs to the state being entered (or the current state, in a loop or outside a
 transition).  When the machine leaves a state, its resources are released
 in reverse order of acquisition, after the transition's behaviour has run,
 unless handed over with ``hand_over``.  A release that raises is recorded
 and logged and the others still run; a release that returns a Deferred is
 waited for, and the completion fires only once it has settled.
 
+While transitions are traced, what a state acquires is checked against what
+it declares (``resources=``, ``children=``), so its diagram cannot lie
+unnoticed.
+
 Owns: ``_scope`` (what the current state holds), ``_leaving`` (what the
 state being left held, until the transition settles), ``_pending`` (releases
-still running) and ``_cleanup_errors``.  It does not decide *when* to
+still running), ``_cleanup_errors`` and ``_undeclared``.  It does not decide *when* to
 release: the dispatcher, the cancel protocol and the failure path do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -26,41 +30,23 @@ from twisted.python.failure import Failure
 
 from fsmcancel.core import _events
 from fsmcancel.core._errors import as_failure
-from fsmcancel.core._releases import Release, default_release, flatten_errors, is_cancellation
+from fsmcancel.core._releases import (
+    Release,
+    Resource,
+    default_release,
+    flatten_errors,
+    is_cancellation,
+)
 
 if TYPE_CHECKING:
     from fsmcancel.core._clock import ReactorTime
     from fsmcancel.core._factory import OperationFactory
+    from fsmcancel.core._group import ChildGroup
     from fsmcancel.core._operation import Operation
 
 T = TypeVar("T")
-
-
-class Resource:
-    """
-    One thing a state owns, and how to let go of it.
-    """
-
-    __slots__ = ("name", "obj", "owner", "release", "released")
-
-    def __init__(self, obj: object, release: Release, name: str | None) -> None:
-        self.obj = obj
-        self.release = release
-        self.name = name
-        self.released = False
-        self.owner = ""  # the state that owns it, set when acquired
-
-    def describe(self) -> str:
-        if self.name is not None:
-            return self.name
-        from fsmcancel.core._operation import Operation
-
-        if isinstance(self.obj, Operation):
-            return self.obj.name
-        return type(self.obj).__name__
-
-    def __repr__(self) -> str:
-        return f"<Resource {self.describe()}{' released' if self.released else ''}>"
+K = TypeVar("K")
+R = TypeVar("R")
 
 
 #: What a state that owned nothing leaves behind; never mutated.
@@ -189,6 +175,40 @@ class Ledger:
         except Exception:
             self._abort(as_failure())
         return None
+
+    def children(
+        self,
+        starts: Iterable[tuple[K, Callable[[], Operation[Any, Any, R]]]]
+        | Mapping[K, Callable[[], Operation[Any, Any, R]]],
+        *,
+        on_result: Callable[[K, R], object],
+        on_failure: Callable[[K, Failure], object] | None = None,
+        limit: int | None = None,
+        needed: int | None = None,
+        name: str | None = None,
+    ) -> ChildGroup[K, R]:
+        """
+        Run child operations as one resource of the state: ``starts`` gives
+        ``(key, start)`` pairs, where ``start()`` creates and starts a child
+        and returns it; at most ``limit`` run at once; each outcome is fed as
+        ``on_result(key, result)`` or ``on_failure(key, failure)`` (with no
+        ``on_failure``, a child's failure fails this operation).  After
+        ``needed`` successes the rest are cancelled.  See ``ChildGroup``.
+        """
+        from fsmcancel.core._group import ChildGroup, release_group
+
+        group: ChildGroup[K, R] = ChildGroup(
+            self.name,
+            starts,
+            limit=limit,
+            needed=needed,
+            on_result=on_result,
+            on_failure=on_failure,
+            abort=self._abort,
+        )
+        self._acquire(Resource(group, release_group, name or "child group"))
+        group._fill()
+        return group
 
     def call_later(
         self, delay: float, f: Callable[..., object], *args: Any, **kw: Any
@@ -369,12 +389,15 @@ class Ledger:
     def _abandon_pending(self) -> None:
         """
         Stop waiting for asynchronous releases (the operation is forced).
+        Cancelling each lets it finish now if it can (a child group forces
+        its children); what cannot is abandoned, and logged.
         """
-        pending, self._pending = self._pending or [], None
+        pending = list(self._pending or ())
         for d, _ in pending:
             d.cancel()
-        for _, entry in pending:
+        for _, entry in self._pending or ():
             _events.abandoned(self, entry)
+        self._pending = None
 
     def _cleanup_error(self, failure: Failure, entry: Resource) -> None:
         if self._cleanup_errors is None:

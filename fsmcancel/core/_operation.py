@@ -30,7 +30,8 @@ from fsmcancel.core import _events
 from fsmcancel.core._cancel import Cancelling
 from fsmcancel.core._completion import NOTHING, Completing
 from fsmcancel.core._dispatch import Dispatching, Queued
-from fsmcancel.core._ledger import Ledger, Resource
+from fsmcancel.core._ledger import Ledger
+from fsmcancel.core._releases import Resource
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall

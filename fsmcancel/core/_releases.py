@@ -193,3 +193,30 @@ def flatten_errors(failure: Failure) -> list[Failure]:
     carries (a child's, wrapped), or itself.
     """
     return cleanup_errors_in(failure) or [failure]
+
+
+class Resource:
+    """
+    One thing a state owns, and how to let go of it.
+    """
+
+    __slots__ = ("name", "obj", "owner", "release", "released")
+
+    def __init__(self, obj: object, release: Release, name: str | None) -> None:
+        self.obj = obj
+        self.release = release
+        self.name = name
+        self.released = False
+        self.owner = ""  # the state that owns it, set when acquired
+
+    def describe(self) -> str:
+        if self.name is not None:
+            return self.name
+        from fsmcancel.core._operation import Operation
+
+        if isinstance(self.obj, Operation):
+            return self.obj.name
+        return type(self.obj).__name__
+
+    def __repr__(self) -> str:
+        return f"<Resource {self.describe()}{' released' if self.released else ''}>"
