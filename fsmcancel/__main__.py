@@ -5,7 +5,7 @@ script is not on ``PATH`` (a virtualenv that is not activated, say).
 
 import sys
 
-from fsmcancel._cli import main
+from fsmcancel.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

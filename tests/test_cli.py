@@ -20,7 +20,7 @@ def test_a_closed_pipe_is_not_an_error() -> None:
     os.close(read)
     try:
         show = subprocess.run(
-            [sys.executable, "-m", "fsmcancel._cli", "timeouts", "show"],
+            [sys.executable, "-m", "fsmcancel.cli", "timeouts", "show"],
             stdout=write,
             stderr=subprocess.PIPE,
             timeout=30,

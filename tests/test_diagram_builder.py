@@ -67,7 +67,7 @@ def test_timeout_edges_show_the_configured_rule(tmp_path: Path) -> None:
     }
     config = tmp_path / "timeouts.toml"
     config.write_text('[kinds.read]\npolicy = "fixed"\n[kinds.read.deadline]\ninitial = "3s"\n')
-    from fsmcancel._cli import main
+    from fsmcancel.cli import main
 
     out = tmp_path / "out"
     argv = ["diagram", "tests.diagram_fixtures_builder", "--out", str(out), "--format", "mermaid"]

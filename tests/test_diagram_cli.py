@@ -29,11 +29,11 @@ needs_dot = pytest.mark.skipif(
 
 def cli(argv: Sequence[str]) -> int:
     """
-    Run the command in-process: through ``fsmcancel._cli.main`` once the
+    Run the command in-process: through ``fsmcancel.cli.main`` once the
     timeouts subcommand it also registers exists, else through our parser.
     """
     if HAVE_MAIN:
-        from fsmcancel._cli import main
+        from fsmcancel.cli import main
 
         return main(list(argv))
     parser = argparse.ArgumentParser(prog="fsmcancel")
@@ -204,7 +204,7 @@ def test_check_as_a_subprocess(tmp_path: Path) -> None:
 
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "fsmcancel._cli", "diagram", "tests.diagram_fixtures", *argv],
+            [sys.executable, "-m", "fsmcancel.cli", "diagram", "tests.diagram_fixtures", *argv],
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -80,7 +80,7 @@ def test_the_version_has_one_source() -> None:
     assert fsmcancel.__version__ == importlib.metadata.version("fsmcancel")
 
 
-@pytest.mark.parametrize("command", [["-m", "fsmcancel"], ["-m", "fsmcancel._cli"]])
+@pytest.mark.parametrize("command", [["-m", "fsmcancel"], ["-m", "fsmcancel.cli"]])
 def test_version_on_the_command_line(command: list[str]) -> None:
     done = run(sys.executable, *command, "--version")
     assert done.returncode == 0, done.stderr

@@ -314,7 +314,7 @@ class TestCli:
         assert out.startswith("# effective timeouts for kind=ping")
 
     def test_main_dispatches(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        from fsmcancel._cli import main
+        from fsmcancel.cli import main
 
         path = tmp_path / "t.toml"
         path.write_text("")

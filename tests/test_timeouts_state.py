@@ -179,7 +179,7 @@ def test_show_on_a_stdout_that_is_not_utf8(tmp_path: Path, encoding: str) -> Non
     env.pop("PYTHONUTF8", None)
     for args in (["timeouts", "show"], ["timeouts", "show", "--state", str(state)]):
         done = subprocess.run(
-            [sys.executable, "-m", "fsmcancel._cli", *args],
+            [sys.executable, "-m", "fsmcancel.cli", *args],
             cwd=ROOT, env=env, capture_output=True, timeout=60, check=False,
         )  # fmt: skip
         assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr

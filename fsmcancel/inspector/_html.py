@@ -9,7 +9,7 @@ machine with no internet and leaks nothing to one.
 
 Every string that comes from an operation (machine, state, resource and
 input names, which an application chooses) goes through ``html.escape``
-here; diagrams arrive already made safe by ``_inspector_diagrams``.
+here; diagrams arrive already made safe by ``_diagrams``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from fsmcancel._inspector_diagrams import Diagram
+from fsmcancel.inspector._diagrams import Diagram
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #212121; }
