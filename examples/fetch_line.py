@@ -49,7 +49,7 @@ class Target:
     endpoint: IStreamClientEndpoint
 
 
-Op = Operation[FetchLine, Target]
+Op = Operation[FetchLine, Target, str]  # the outcome is the line
 
 
 class LineClient(LineReceiver):
@@ -78,7 +78,7 @@ class LineClient(LineReceiver):
             cast(ITCPTransport, self.transport).abortConnection()
 
 
-builder = OperationBuilder(FetchLine, Target, name="fetch-line")
+builder = OperationBuilder(FetchLine, Target, name="fetch-line", outcome=str)
 idle = builder.state("idle")
 connecting = builder.state("connecting", resources=["connect attempt"])
 
@@ -116,8 +116,8 @@ def connect_failed(inputs: FetchLine, op: Op, reason: Failure) -> None:
 @reading.upon(FetchLine.line).to(closing)
 def got_line(inputs: FetchLine, op: Op, client: LineClient, text: str) -> None:
     op.succeed(text)
-    # Close politely; "closing" now owns the connection, so a forced cancel
-    # still aborts it.
+    # Close politely; "closing" now owns the connection, so forcing (or the
+    # cleanup grace running out) still aborts it.
     op.hand_over(client)
     if client.transport is not None:
         client.transport.loseConnection()
@@ -129,9 +129,9 @@ def lost_early(inputs: FetchLine, op: Op, client: LineClient, reason: Failure) -
 
 
 closing.upon(FetchLine.lost).to(done).returns(None)
-idle.upon(FetchLine.cancel).to(done).returns(None)
-connecting.upon(FetchLine.cancel).to(done).returns(None)
-reading.upon(FetchLine.cancel).to(done).returns(None)
+# One declaration for the three running states: cancelling any of them
+# releases what it owns, and ends the operation.
+(idle | connecting | reading).upon(FetchLine.cancel).to(done).returns(None)
 
 fetch_line_machine = builder.build()
 

@@ -30,8 +30,6 @@ from fsmcancel.core import (
     TransitionSpec,
     UnexpectedInput,
 )
-
-# Last: the service module imports the core names above from this package.
 from fsmcancel.service import OperationService
 
 __all__ = [

@@ -26,7 +26,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from fsmcancel import Operation
+from fsmcancel.core import Operation
 
 __all__ = ["DEFAULT_GRACE", "STOPPING", "OperationService"]
 

@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from fsmcancel import MachineSpec
+from fsmcancel.core import MachineSpec
 from fsmcancel.diagram import GraphvizNotFound, find_dot, render
 
 _SVG = "http://www.w3.org/2000/svg"

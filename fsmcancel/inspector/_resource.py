@@ -21,7 +21,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from fsmcancel import Operation, Registry
+from fsmcancel.core import Operation, Registry
 from fsmcancel.inspector._diagrams import DiagramCache
 from fsmcancel.inspector._html import Group, Row, Step, error_page, index_page, operation_page
 
