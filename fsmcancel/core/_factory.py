@@ -220,7 +220,7 @@ class OperationFactory(Generic[I, C, T]):
         """
         grace = self.grace if grace == "machine" else check_grace(f"{self.name}: grace", grace)
         clock = default_clock() if clock is None else clock
-        return Operation[I, C, T](self, core, clock, registry, grace)
+        return Operation(self, core, clock, registry, grace)
 
     def __repr__(self) -> str:
         return f"<OperationFactory {self.name}>"
