@@ -15,7 +15,8 @@ semantics:
 5. ``_guards``: several transitions on one input, chosen by conditions.
 6. ``_checks``: what ``build()`` refuses.
 7. ``_factory``: starting operations; the input methods.
-8. ``_operation``: an operation, and the fields each concept owns.
+8. ``_operation``: an operation; ``_fields`` lists the fields each concept
+   owns.
 9. ``_dispatch``: run to completion; whose mistake an error is.
 10. ``_ledger``: states own resources; releasing them.
 11. ``_releases``: how each kind of resource is released, and which failures

@@ -34,20 +34,13 @@ Owns: ``_cancel_requests``, ``_cancel_reason``, ``_cancel_state``,
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fsmcancel.core import _events
 from fsmcancel.core._errors import as_failure, safe_text
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IDelayedCall
-    from twisted.python.failure import Failure
-
-    from fsmcancel.core._clock import ReactorTime
-    from fsmcancel.core._factory import OperationFactory
-    from fsmcancel.core._releases import Resource
+    pass
 
 #: The cleanup grace when neither the machine nor the operation sets one.
 DEFAULT_GRACE = 30.0
@@ -60,52 +53,18 @@ def reason_text(reason: object) -> str | None:
     return None if reason is None else safe_text(reason)
 
 
-class Cancelling:
+if TYPE_CHECKING:
+    from fsmcancel.core._fields import OperationFields as MixinBase
+else:
+    MixinBase = object
+
+
+class Cancelling(MixinBase):
     """
     The cancel half of an operation (mixed into ``Operation``).
     """
 
-    if not TYPE_CHECKING:  # mypy would refuse assignments to fields declared below
-        __slots__ = ()
-
-    if TYPE_CHECKING:
-        _cancel_requests: int
-        _cancel_reason: str | None
-        _cancel_state: str | None
-        _forced: bool
-        _grace: float | None
-        _grace_timer: IDelayedCall | None
-        _busy: bool
-        _done: bool
-        _debug: bool
-        _finishing: bool
-        _input: str
-        _state: str
-        _leaving: list[Resource] | None
-        _queue: deque[tuple[str, Callable[..., Any] | None, tuple[Any, ...], dict[str, Any]]] | None
-        _factory: OperationFactory[Any, Any]
-        _machine: Any
-        clock: ReactorTime
-
-        @property
-        def id(self) -> int: ...
-        @property
-        def machine(self) -> str: ...
-        @property
-        def state(self) -> str: ...
-
-        def _enqueue(
-            self,
-            name: str,
-            method: Callable[..., Any] | None,
-            args: tuple[Any, ...],
-            kw: dict[str, Any],
-        ) -> None: ...
-        def _settle_transition(self) -> None: ...
-        def _maybe_finish(self) -> None: ...
-        def _abort(self, failure: Failure) -> None: ...
-        def _release_held(self, why: str) -> None: ...
-        def _abandon_pending(self) -> None: ...
+    __slots__ = ()
 
     def cancel(self, reason: str | None = None) -> None:
         """

@@ -45,51 +45,28 @@ from fsmcancel.core._errors import (
 )
 
 if TYPE_CHECKING:
-    from fsmcancel.core._registry import Registry
-    from fsmcancel.core._releases import Resource
+    pass
 
 #: The outcome before anything decided one.
 NOTHING: Any = object()
 
 T = TypeVar("T", default=Any)
 
+if TYPE_CHECKING:
+    from fsmcancel.core._fields import OperationFields as MixinBase
+else:
+    MixinBase = object
 
-class Completing(Generic[T]):
+
+class Completing(Generic[T], MixinBase):
     """
     The outcome half of an operation (mixed into ``Operation``).
     """
 
-    if not TYPE_CHECKING:  # mypy would refuse assignments to fields declared below
-        __slots__ = ()
+    __slots__ = ()
 
     if TYPE_CHECKING:
-        completion: Deferred[T]
-        _final: Deferred[Any] | None
-        _observers: list[Deferred[Any]] | None
-        _outcome: Any
-        _done: bool
-        _finishing: bool
-        _pending: list[tuple[Deferred[Any], Resource]] | None
-        _cleanup_errors: list[Failure] | None
-        _cancel_state: str | None
-        _cancel_reason: str | None
-        _forced: bool
-        _registry: Registry | None
-        _state: str
-        _debug: bool
-
-        @property
-        def id(self) -> int: ...
-        @property
-        def name(self) -> str: ...
-        @property
-        def machine(self) -> str: ...
-        @property
-        def state(self) -> str: ...
-
-        def _request_cancel(self, reason: str | None) -> None: ...
-        def _start_grace(self) -> None: ...
-        def _stop_grace(self) -> None: ...
+        completion: Deferred[T]  # typed by the outcome, so declared here
 
     @property
     def done(self) -> bool:

@@ -39,56 +39,21 @@ from fsmcancel.core._ledger import EMPTY
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
-    from fsmcancel.core._clock import ReactorTime
-    from fsmcancel.core._factory import OperationFactory
-    from fsmcancel.core._operation import TransitionRecord
-    from fsmcancel.core._releases import Resource
 
 Queued = tuple[str, Callable[..., Any] | None, tuple[Any, ...], dict[str, Any]]
 
+if TYPE_CHECKING:
+    from fsmcancel.core._fields import OperationFields as MixinBase
+else:
+    MixinBase = object
 
-class Dispatching:
+
+class Dispatching(MixinBase):
     """
     The input half of an operation (mixed into ``Operation``).
     """
 
-    if not TYPE_CHECKING:  # mypy would refuse assignments to fields declared below
-        __slots__ = ()
-
-    if TYPE_CHECKING:
-        _busy: bool
-        _queue: deque[Queued] | None
-        _input: str
-        _state: str
-        _from: str
-        _aborted: bool
-        _entered_at: float
-        _finishing: bool
-        _done: bool
-        _outcome: Any
-        _scope: list[Resource] | None
-        _leaving: list[Resource] | None
-        _factory: OperationFactory[Any, Any]
-        _machine: Any
-        _debug: bool
-        _trace: bool
-        _history: deque[TransitionRecord] | None
-        clock: ReactorTime
-
-        @property
-        def name(self) -> str: ...
-        @property
-        def machine(self) -> str: ...
-        @property
-        def id(self) -> int: ...
-        @property
-        def state(self) -> str: ...
-
-        def _maybe_finish(self) -> None: ...
-        def _release_all(self, entries: list[Resource], why: str) -> None: ...
-        def _release_held(self, why: str) -> None: ...
-        def _cancel_step(self, reason: str | None, force: bool = False) -> None: ...
-        def _start_grace(self) -> None: ...
+    __slots__ = ()
 
     def _feed(
         self, name: str, method: Callable[..., Any], args: tuple[Any, ...], kw: dict[str, Any]

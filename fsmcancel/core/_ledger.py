@@ -39,8 +39,6 @@ from fsmcancel.core._releases import (
 )
 
 if TYPE_CHECKING:
-    from fsmcancel.core._clock import ReactorTime
-    from fsmcancel.core._factory import OperationFactory
     from fsmcancel.core._group import ChildGroup
     from fsmcancel.core._operation import Operation
 
@@ -52,43 +50,18 @@ R = TypeVar("R")
 #: What a state that owned nothing leaves behind; never mutated.
 EMPTY: list[Resource] = []
 
+if TYPE_CHECKING:
+    from fsmcancel.core._fields import OperationFields as MixinBase
+else:
+    MixinBase = object
 
-class Ledger:
+
+class Ledger(MixinBase):
     """
     The resource half of an operation (mixed into ``Operation``).
     """
 
-    if not TYPE_CHECKING:  # mypy would refuse assignments to fields declared below
-        __slots__ = ()
-
-    if TYPE_CHECKING:
-        _scope: list[Resource] | None
-        _leaving: list[Resource] | None
-        _pending: list[tuple[Deferred[Any], Resource]] | None
-        _cleanup_errors: list[Failure] | None
-        _state: str
-        _finishing: bool
-        _trace: bool
-        _undeclared: list[tuple[str, str]] | None
-        _factory: OperationFactory[Any, Any, Any]
-        _aborted: bool
-        _forced: bool
-        _busy: bool
-        _done: bool
-        _debug: bool
-        clock: ReactorTime
-
-        @property
-        def name(self) -> str: ...
-        @property
-        def id(self) -> int: ...
-        @property
-        def machine(self) -> str: ...
-        @property
-        def state(self) -> str: ...
-
-        def _abort(self, failure: Failure) -> None: ...
-        def _maybe_finish(self) -> None: ...
+    __slots__ = ()
 
     # -- acquiring ---------------------------------------------------------
 
