@@ -17,6 +17,10 @@ Three kinds of state:
   waiting for a child).  ``cancel`` is fsmcancel's business there.
 - ``terminal_state()``: reaching one completes the operation once every
   release has finished.  It owns nothing and has no transitions.
+
+Owns: the declared states and transitions until ``build()``, and the
+Automat builder underneath.  Must not touch: operations (it only builds
+their factory).
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ checks them all when the module is imported and names every offending state.
 Everything here reads a `MachineSpec` (and the input Protocol), never the
 builder's internals, so the checks cannot depend on how a machine was
 declared.
+
+Owns: nothing; pure functions of a ``MachineSpec``.  Must not touch: the
+builder, Automat, running operations.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ timeouts' guards) goes through an injected clock, so that tests run under
 ``twisted.internet.task.Clock`` and production under the reactor.  Spelled
 as a Protocol so that both type-check without the zope plugin; this is its
 only definition.
+
+Owns: the ``ReactorTime`` type.  Must not touch: the reactor, except to
+return it as the default clock.
 """
 
 from __future__ import annotations

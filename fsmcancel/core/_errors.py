@@ -4,6 +4,9 @@ The exceptions fsmcancel raises or delivers.
 Every error names what was wrong: the operation, the state, the input.  A
 user reading a traceback from a production log should not have to know how
 fsmcancel is built to understand it.
+
+Owns: the exception types and ``safe_text``.  Must not touch: operations
+(errors are built from names, not live objects).
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ to warnings and errors (a cleanup error, an input dropped), on stderr, and
 emits nothing below: no debug events are even produced.  Configuring
 structlog (``structlog.configure(...)``) hands every event to the
 application's configuration, filtering included.
+
+Owns: the event names and fields, and the quiet default.  Must not touch:
+an operation's state (it only reads ``id``, ``machine`` and ``state``).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ per machine, the class of ``op.inputs``: one method per input of the
 Protocol, which checks its arguments and runs the input to completion.  That
 method is the hottest path in fsmcancel (every transition goes through it),
 so its common case is inlined here rather than calling into the operation.
+
+Owns: the generated inputs class, the Automat dispatch index and the
+guard tables of one machine.  Must not touch: an operation's fields other
+than those the inlined hot path mirrors from ``_dispatch``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,11 @@ that starts it (``op.children(...)``):
 
 Outcomes arrive only while the group is owned: once released, a child's
 late answer is never fed to the machine, as with ``op.watch``.
+
+Owns: the children it started, their outcomes so far, and the errors of
+those it cancelled.  Must not touch: its owner's ledger (it is one resource
+in it) or its children's internals (only ``cancel``, ``force``,
+``observe``, ``completion``).
 """
 
 from __future__ import annotations

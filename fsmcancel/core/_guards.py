@@ -19,6 +19,9 @@ there is none, that is ``UnexpectedInput``, naming the guards tried.
 A guard takes what the behaviour takes (``inputs, op[, data], *args``) and
 returns a bool.  It decides; it must not act (acquire resources, feed
 inputs).  A guard that raises fails the operation, as a behaviour would.
+
+Owns: the synthetic inputs and the per-state tables of alternatives.
+Must not touch: the state an operation is in (Automat moves it).
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ unnoticed.
 
 Owns: ``_scope`` (what the current state holds), ``_leaving`` (what the
 state being left held, until the transition settles), ``_pending`` (releases
-still running), ``_cleanup_errors`` and ``_undeclared``.  It does not decide *when* to
-release: the dispatcher, the cancel protocol and the failure path do.
+still running), ``_cleanup_errors`` and ``_undeclared``.  Must not touch:
+*when* to release, which the dispatcher, the cancel protocol and the failure
+path decide.
 """
 
 from __future__ import annotations

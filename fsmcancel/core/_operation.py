@@ -14,6 +14,10 @@ The behaviour lives in one module per concept, mixed in here, each owning
 its own fields: `Dispatching` (run to completion, errors), `Ledger` (state
 resources), `Cancelling` (cancel and force), `Completing` (the one
 completion).  This module only creates the fields and answers questions.
+
+Owns: identity (``id``, ``core``, ``clock``, ``inputs``) and the
+introspection properties.  Must not touch: the concepts' logic, which
+lives in their modules.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@ A weak registry of live operations, for a debugging endpoint.
 
 It must never be the reason an operation stays in memory, so it holds
 operations weakly; operations also leave it as soon as they complete.
+
+Owns: weak references to live operations.  Must not touch: the
+operations (it lists and describes them, nothing else).
 """
 
 from __future__ import annotations

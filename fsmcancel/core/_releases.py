@@ -7,6 +7,10 @@ own cancellation into errors: a ``Deferred`` we cancel fails with
 ``CancelledError`` (or, from some Twisted APIs, with a different error that
 only says "you cancelled me", see Twisted #9696), and nobody should see that
 as an "Unhandled error in Deferred".
+
+Owns: ``Resource`` (one thing owned, and how to let go of it), the
+release functions, and the judgement of which failures are our own
+cancellation.  Must not touch: the ledger's lists.
 """
 
 from __future__ import annotations

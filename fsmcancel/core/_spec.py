@@ -5,6 +5,9 @@ Diagrams, the ``cancel in every state`` test helper and build-time checks all
 need to look at a machine's structure.  Automat keeps that structure private,
 so fsmcancel records it while the machine is being defined and freezes it
 here, where nothing can drift from the code that actually runs.
+
+Owns: frozen plain data.  Must not touch: anything; everything else reads
+it.
 """
 
 from __future__ import annotations

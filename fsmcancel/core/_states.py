@@ -17,6 +17,9 @@ finishes declaring it and returns the decorator for its behaviour:
 Everything here is typed as in Automat's ``_typed.py``: a behaviour's
 parameters after ``(inputs, op[, data])`` must match the input's, and ``op``
 is an ``Operation[I, C, T]`` whose ``succeed`` takes the outcome type ``T``.
+
+Owns: nothing beyond the records it hands to the builder.  Must not
+touch: Automat (the builder registers transitions).
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ the ``Operation``, the data of the data state being left, and the input's
 arguments.  They run synchronously inside the transition, so an ``async
 def`` behaviour is refused when it is declared: start the coroutine with
 ``Deferred.fromCoroutine`` and ``op.watch`` it instead.
+
+Owns: the wrappers Automat calls.  Must not touch: the ledger directly;
+it announces state changes through ``Operation._enter``/``_loop``.
 """
 
 from __future__ import annotations
