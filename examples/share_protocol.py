@@ -201,6 +201,7 @@ class StorageExchange(TwistedProtocol):
         self._connector: Any = None
         self._holds_socket = False
         self._lost = False
+        self._answered = False  # the whole response is in: close politely
         self._answer: Deferred[Answer] = Deferred(lambda _: self._drop())
         # Settled once; handed out by body(), so that no failure is left
         # in a Deferred nobody asked for.
@@ -272,6 +273,8 @@ class StorageExchange(TwistedProtocol):
             return
         if isinstance(answer, ShareHeader):
             self._header = answer
+        else:
+            self._answered = True
         self._answer.callback(answer)
         if rest:
             self._read_body(rest)
@@ -312,9 +315,15 @@ class StorageExchange(TwistedProtocol):
             _fire(self._body, outcome)
 
     def _drop(self) -> None:
-        """Drop the connection (or the attempt) now; `_forget_socket` follows."""
+        """
+        Close the connection (or stop the attempt) now, `_forget_socket`
+        follows: politely (FIN) once the whole response is in, else abort
+        (RST: we want nothing more from it).
+        """
         if self.transport is not None:
-            if not self._lost:
+            if not self._lost and self._answered:
+                self.transport.loseConnection()
+            elif not self._lost:
                 self.transport.abortConnection()  # type: ignore[attr-defined]
         elif self._holds_socket and self._connector is not None:
             self._connector.stopConnecting()  # -> connection_failed, at once
