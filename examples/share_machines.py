@@ -164,7 +164,7 @@ class Search:
     timeouts: Timeouts
     connect: Callable[[Request], Exchange]
     stats: Stats = field(default_factory=Stats)
-    requested: set[Request] = field(default_factory=set)
+    latest: dict[int, Request] = field(default_factory=dict)  # each share's last GET
 
 
 FindOp = Operation[Finding, Search, Found]
@@ -182,15 +182,9 @@ def start_request(op: FindOp, request: Request) -> RequestOp:
     return child
 
 
-def ask(op: FindOp, request: Request) -> tuple[Request, Callable[[], RequestOp]]:
-    """What a child group starts for ``request`` (and it counts as asked from now on)."""
-    op.core.requested.add(request)
-    return request, partial(start_request, op, request)
-
-
 def ask_everyone(inputs: Finding, op: FindOp) -> Group:
     return op.children(
-        (ask(op, Request(server)) for server in op.core.servers),
+        ((Request(x), partial(start_request, op, Request(x))) for x in op.core.servers),
         on_result=inputs.answered, on_failure=inputs.failed, limit=op.core.concurrency,
         name="requests",
     )  # fmt: skip
@@ -209,27 +203,32 @@ def obtained(g: Group) -> dict[int, bytes]:
 
 
 def wanted(s: Search, group: Group, n: int) -> bool:
-    """Share ``n`` is neither in hand nor on its way."""
-    return all(r.share != n or r in group.failures for r in s.requested)
+    """Share ``n`` is neither in hand nor on its way: never asked for, or its last GET failed."""
+    last = s.latest.get(n)
+    return last is None or last in group.failures
 
 
-def untried(s: Search, group: Group, n: int) -> list[str]:
-    """The servers that said they hold share ``n`` and were not asked for it yet."""
+def untried(group: Group, n: int) -> list[str]:
+    """
+    The servers that said they hold share ``n`` and did not fail to send it:
+    while it is `wanted`, every GET of it so far has failed.
+    """
     held = [r.server for r, h in group.results.items() if isinstance(h, Holdings) and n in h.shares]
-    return [server for server in held if Request(server, n) not in s.requested]
+    return [server for server in held if Request(server, n) not in group.failures]
 
 
 def missing(s: Search, group: Group) -> list[int]:
     if any(Request(x) not in group.results and Request(x) not in group.failures for x in s.servers):
         return []  # a server still to answer may hold anything
-    return [n for n in range(s.k) if wanted(s, group, n) and not untried(s, group, n)]
+    return [n for n in range(s.k) if wanted(s, group, n) and not untried(group, n)]
 
 
 def fetch(op: FindOp, group: Group, n: int) -> None:
     """Ask the healthiest untried holder for share ``n``, unless it is in hand or on its way."""
-    holders = untried(op.core, group, n)
-    if holders and wanted(op.core, group, n):
-        group.add(*ask(op, Request(op.core.timeouts.rank(SHARE_KIND, holders)[0], n)))
+    holders = wanted(op.core, group, n) and untried(group, n)
+    if holders:
+        request = op.core.latest[n] = Request(op.core.timeouts.rank(SHARE_KIND, holders)[0], n)
+        group.add(request, partial(start_request, op, request))
 
 
 def complete(inputs: Finding, op: FindOp, group: Group, request: Request, outcome: Reply) -> bool:

@@ -8,6 +8,7 @@ any interleaving of answers, breaks, stalls and a cancel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
 from examples.share_machines import Call, FindOp, share_finder, share_request
@@ -27,6 +29,7 @@ from examples.share_protocol import Request, ShareHeader
 from examples.share_report import Found, ServerStats, SharesUnavailable
 from fsmcancel import OperationCancelled
 from fsmcancel.testing import cancel_cases
+from tests.benchmarks.share_finder_plain import PlainFinder
 from tests.share_fakes import World, share, world
 from tests.test_core import error_of, results
 
@@ -263,8 +266,13 @@ class Interleavings(RuleBasedStateMachine):
         self.w = world(*holdings)
         self.k = k
         self.concurrency = concurrency
-        self.op, self.out = started(self.w, k, concurrency)
+        self.cancel_search, self.out = self.start(self.w, k, concurrency)
         self.cancelled = False
+
+    @staticmethod
+    def start(w: World, k: int, concurrency: int) -> tuple[Callable[[str], None], list[object]]:
+        op, out = started(w, k, concurrency)
+        return op.cancel, out
 
     @rule(data=st.data())
     @precondition(lambda self: bool(self.w.waiting()))
@@ -288,7 +296,7 @@ class Interleavings(RuleBasedStateMachine):
     @rule()
     def cancel(self) -> None:
         self.cancelled = True
-        self.op.cancel("hypothesis")
+        self.cancel_search("hypothesis")
 
     @invariant()
     def connections_within_the_cap(self) -> None:
@@ -318,7 +326,7 @@ class Interleavings(RuleBasedStateMachine):
             assert outcome.data == b"".join(share(n) for n in range(self.k))
         else:
             assert isinstance(outcome, Failure)
-            if isinstance(outcome.value, OperationCancelled):
+            if outcome.check(CancelledError):
                 assert self.cancelled
             else:
                 assert isinstance(outcome.value, SharesUnavailable), outcome
@@ -342,3 +350,21 @@ class Interleavings(RuleBasedStateMachine):
 
 TestInterleavings = Interleavings.TestCase
 TestInterleavings.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+
+
+class PlainInterleavings(Interleavings):
+    """
+    The same interleavings for the plain-Twisted version the benchmark
+    compares with (``tests/benchmarks/share_finder_plain.py``): a fair
+    comparison needs a correct baseline.
+    """
+
+    @staticmethod
+    def start(w: World, k: int, concurrency: int) -> tuple[Callable[[str], None], list[object]]:
+        s = w.search(k, concurrency)
+        finder = PlainFinder(s.si, k, s.servers, concurrency, s.timeouts, s.connect, w.clock)
+        return finder.cancel, results(finder.start())
+
+
+TestPlainInterleavings = PlainInterleavings.TestCase
+TestPlainInterleavings.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)

@@ -79,7 +79,9 @@ def code_lines(path: Path) -> int:
     return len(lines - docstrings)
 
 
-def cluster_specs(k: int) -> list[str]:
+def cluster_specs(k: int, healthy: bool = False) -> list[str]:
+    if healthy:
+        return ["healthy", "healthy@0.01", "healthy@0.02", "healthy@0.03"]
     half = k // 2
     return [
         f"healthy:0-{half - 1}",
@@ -117,9 +119,10 @@ def with_plain(search: Search) -> Deferred[Any]:
 
 
 async def one_run(
-    run: Callable[[Search], Deferred[Any]], k: int, timeouts: Path
+    run: Callable[[Search], Deferred[Any]], k: int, timeouts: Path, healthy: bool
 ) -> tuple[float, int]:
-    with running(SI, k, [server_spec(s) for s in cluster_specs(k)], seed=3) as cluster:
+    specs = [server_spec(s) for s in cluster_specs(k, healthy)]
+    with running(SI, k, specs, seed=3) as cluster:
         connections = Connections(reactor, SI, k)
         config = load_config(timeouts, env={})
         search = Search(SI, k, cluster.addresses, 10, Timeouts(config), connections)
@@ -131,11 +134,13 @@ async def one_run(
     return took, connections.most
 
 
-async def measure(runs: int, k: int, timeouts: Path) -> dict[str, list[tuple[float, int]]]:
+async def measure(
+    runs: int, k: int, timeouts: Path, healthy: bool
+) -> dict[str, list[tuple[float, int]]]:
     times: dict[str, list[tuple[float, int]]] = {"fsmcancel": [], "plain Twisted": []}
     for _ in range(runs):
-        times["fsmcancel"].append(await one_run(with_fsmcancel, k, timeouts))
-        times["plain Twisted"].append(await one_run(with_plain, k, timeouts))
+        times["fsmcancel"].append(await one_run(with_fsmcancel, k, timeouts, healthy))
+        times["plain Twisted"].append(await one_run(with_plain, k, timeouts, healthy))
     return times
 
 
@@ -144,10 +149,14 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--shares", type=int, default=16)
     p.add_argument("--timeouts", type=Path, default=TIMEOUTS)
+    p.add_argument(
+        "--healthy", action="store_true",
+        help="four healthy servers holding every share: the orchestration's own cost",
+    )  # fmt: skip
     args = p.parse_args()
 
     outcome: list[Any] = []
-    d = Deferred.fromCoroutine(measure(args.runs, args.shares, args.timeouts))
+    d = Deferred.fromCoroutine(measure(args.runs, args.shares, args.timeouts, args.healthy))
     d.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
     reactor.run()
     [times] = outcome
@@ -156,7 +165,9 @@ def main() -> int:
 
     lines = {"fsmcancel": code_lines(MACHINES), "plain Twisted": code_lines(PLAIN)}
     files = {"fsmcancel": MACHINES, "plain Twisted": PLAIN}
-    print(f"share finder, K={args.shares}, {len(cluster_specs(args.shares))} servers, ", end="")
+    servers = len(cluster_specs(args.shares, args.healthy))
+    kind = "healthy" if args.healthy else "faulty"
+    print(f"share finder, K={args.shares}, {servers} {kind} servers, ", end="")
     print(f"{args.runs} runs each, timeouts {args.timeouts.name}")
     print(f"{'':15} {'lines':>6} {'median s':>9} {'min s':>7} {'max s':>7} {'max conns':>10}  file")
     for name, measured in times.items():

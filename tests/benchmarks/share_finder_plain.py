@@ -110,7 +110,7 @@ class PlainFinder:
         self.queries = deque(Request(server) for server in servers)
         self.downloads: deque[Request] = deque()
         self.live: dict[Request, Attempt] = {}
-        self.tried: set[Request] = set()
+        self.latest: dict[int, Request] = {}  # each share's last GET
         self.unanswered = set(servers)
         self.holders: dict[int, list[str]] = {}
         self.shares: dict[int, bytes] = {}
@@ -133,7 +133,6 @@ class PlainFinder:
             if not waiting:
                 return
             request = waiting.popleft()
-            self.tried.add(request)
             self.live[request] = attempt = Attempt(self, request)
             attempt.start()  # after it is live: its outcome may come at once
 
@@ -162,25 +161,24 @@ class PlainFinder:
         else:
             self._fill()
 
-    def _busy(self, n: int) -> bool:
-        return any(r.share == n for r in self.live) or any(r.share == n for r in self.downloads)
+    def _wanted(self, n: int) -> bool:
+        last = self.latest.get(n)
+        return last is None or last in self.failures
 
     def _untried(self, n: int) -> list[str]:
-        return [s for s in self.holders.get(n, ()) if Request(s, n) not in self.tried]
+        # While a share is wanted, every GET of it so far has failed.
+        return [s for s in self.holders.get(n, ()) if Request(s, n) not in self.failures]
 
     def _fetch(self, n: int) -> None:
-        holders = self._untried(n)
-        if holders and n not in self.shares and not self._busy(n):
-            self.downloads.append(Request(self.timeouts.rank(SHARE_KIND, holders)[0], n))
+        holders = self._wanted(n) and self._untried(n)
+        if holders:
+            request = self.latest[n] = Request(self.timeouts.rank(SHARE_KIND, holders)[0], n)
+            self.downloads.append(request)
 
     def _missing(self) -> list[int]:
         if self.unanswered:
             return []
-        return [
-            n
-            for n in range(self.k)
-            if n not in self.shares and not self._busy(n) and not self._untried(n)
-        ]
+        return [n for n in range(self.k) if self._wanted(n) and not self._untried(n)]
 
     def _finish(self, outcome: Found | Failure) -> None:
         if self.finishing:
