@@ -14,8 +14,8 @@ releasing it (finishing, failing or being cancelled) cancels every request
 still running and waits until each one's connection is closed.
 
 Everything the finder knows is what the group recorded (``group.results``
-and ``group.failures``, keyed by `Request`) plus the requests it made, so
-its decisions are guards over that record, taken in order:
+and ``group.failures``, keyed by `Request`) plus each share's last ``GET``,
+so its decisions are guards over that record, taken in order:
 
 - an answer that completes the K shares ends it (``complete``);
 - an outcome after which some share can no longer be had ends it, naming
