@@ -7,8 +7,8 @@ with the client it tests::
         --server BEHAVIOUR[:SHARES][@DELAY] [--server ...]
 
 ``SHARES`` is ``all`` (the default) or a list like ``0-3,5``; ``DELAY``
-(seconds) makes the server wait that long before answering a ``QUERY``.  Each server
-prints ``BEHAVIOUR listening on 127.0.0.1:PORT holds SHARES``, then the
+(seconds) makes the server wait that long before answering a ``QUERY``.
+Each server prints ``BEHAVIOUR listening on 127.0.0.1:PORT holds SHARES``, then the
 file's sha256 is printed, then one line per event (``--quiet``: none), each
 starting with the ``time.monotonic()`` it happened at::
 
@@ -18,20 +18,29 @@ starting with the ``time.monotonic()`` it happened at::
 ``closed`` is when it saw the connection end (its own close, or the
 client's).  The behaviours (`BEHAVIOURS`):
 
-``healthy``  answers at once.
-``silent``   accepts, reads the request, never answers, never closes.
-``slow``     alive but slow: answers after 0.3-1.5 s, then trickles a body
-             in 16 pieces 10-40 ms apart.
-``reset``    answers queries; sends half a share, then resets (RST).
-``short``    answers queries; announces a share, sends half, closes.
-``garbage``  answers queries; answers ``GET`` with bytes that are not the protocol.
-``long``     answers queries; sends a share with 7 bytes more than announced.
-``stall``    answers queries; sends half a share, then goes silent, connection open.
-``none``     answers queries; answers every ``GET`` with ``NONE``.
+``healthy``
+    answers at once.
+``silent``
+    accepts, reads the request, never answers, never closes.
+``slow``
+    alive but slow: answers after 0.3-1.5 s, then trickles a body in 16
+    pieces 10-40 ms apart.
+``reset``
+    answers queries; sends half a share, then resets (RST).
+``short``
+    answers queries; announces a share, sends half, closes.
+``garbage``
+    answers queries; answers ``GET`` with bytes that are not the protocol.
+``long``
+    answers queries; sends a share with 7 bytes more than announced.
+``stall``
+    answers queries; sends half a share, then goes silent, connection open.
+``none``
+    answers queries; answers every ``GET`` with ``NONE``.
 
 Share ``n`` of ``SI`` is `share_bytes` (a deterministic stream, its length
 varying with ``n``); the file is `file_bytes`.  Tests run a `Cluster` in a
-thread (`running`) and read its `events`.
+thread (`running`) and read its ``events``.
 """
 
 from __future__ import annotations
