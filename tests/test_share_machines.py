@@ -69,6 +69,21 @@ def test_a_download_takes_the_slot_its_query_freed() -> None:
     assert w.most == 2 and w.sockets == 0
 
 
+def test_the_last_share_starts_no_query_it_would_cancel() -> None:
+    w = world({0}, {0}, {0})
+    _op, out = started(w, k=1, concurrency=1)
+    exchange(w, Request("s0")).honest()
+    w.clock.advance(0)
+    get = exchange(w, Request("s0", 0))
+    get.honest()
+    get.honest()
+    w.clock.advance(0)
+    assert isinstance(out[0], Found)
+    # The queries to s1 and s2 were never sent: no connection opened only
+    # to be cancelled.
+    assert requests(w) == [Request("s0"), Request("s0", 0)]
+
+
 def test_at_most_c_connections_even_with_many_servers() -> None:
     w = world(*({n % 5, (n + 1) % 5} for n in range(12)))
     _op, out = started(w, k=5, concurrency=3)
@@ -86,12 +101,18 @@ def test_at_most_c_connections_even_with_many_servers() -> None:
 # -- failover -----------------------------------------------------------------------------
 
 
-def test_a_stalled_download_goes_to_another_holder() -> None:
+def both_hold_share_0() -> tuple[World, FindOp, list[object]]:
+    """Two servers hold the one share, and have said so: a download is on."""
     w = world({0}, {0})
     op, out = started(w, k=1)
     exchange(w, Request("s0")).honest()
     exchange(w, Request("s1")).honest()
     w.clock.advance(0)
+    return w, op, out
+
+
+def test_a_stalled_download_goes_to_another_holder() -> None:
+    w, op, out = both_hold_share_0()
     first = w.exchanges[2]
     other = "s1" if first.request.server == "s0" else "s0"
     first.honest()  # the header
@@ -164,11 +185,7 @@ def test_a_share_nobody_holds_ends_the_search_once_every_server_answered() -> No
 
 
 def test_giving_up_names_each_holder_and_its_error() -> None:
-    w = world({0}, {0})
-    _op, out = started(w, k=1)
-    exchange(w, Request("s0")).honest()
-    exchange(w, Request("s1")).honest()
-    w.clock.advance(0)
+    w, _op, out = both_hold_share_0()
     w.exchanges[2].fail("garbled answer to GET 0")
     w.clock.advance(0)
     w.exchanges[3].fail("NONE: does not hold share 0")
