@@ -166,8 +166,8 @@ class Run:
         self.finished: Deferred[int] = Deferred()
 
     def start(self) -> None:
-        self.operations.track(self.op).inputs.start()
         self.op.completion.addBoth(self._completed)
+        self.operations.track(self.op).inputs.start()
 
     def interrupt(self, signum: int) -> None:
         """A signal: cancel the run (a second one forces its cleanup)."""
@@ -209,7 +209,8 @@ class Run:
 
     def report(self) -> dict[str, object]:
         sources = self.found.sources if self.found is not None else {}
-        return summary(self.search.stats, sources, self.missing, self.connections.most)
+        s = self.search
+        return summary(s.servers, s.stats, sources, self.missing, self.connections.most)
 
 
 def say(line: str) -> None:

@@ -94,28 +94,31 @@ class SharesUnavailable(Exception):
 
 
 def summary(
+    servers: Iterable[str],
     stats: Mapping[str, ServerStats],
     sources: Mapping[int, str],
     missing: Iterable[int],
     most_connections: int,
 ) -> dict[str, object]:
-    """The ``--json`` object."""
+    """The ``--json`` object; every server is listed, asked or not."""
+
+    def row(server: str) -> dict[str, object]:
+        s = stats.get(server, ServerStats())
+        served = sum(1 for used in sources.values() if used == server)
+        return {
+            "queries": s.queries,
+            "gets": s.gets,
+            "shares": served,
+            "stalls": s.stalls,
+            "errors": s.errors,
+            "problems": s.problems,
+        }
+
+    longest = max((s.longest_share_stall for s in stats.values()), default=0.0)
     return {
         "shares": {str(n): server for n, server in sorted(sources.items())},
         "missing": sorted(missing),
-        "servers": {
-            server: {
-                "queries": s.queries,
-                "gets": s.gets,
-                "shares": sum(1 for used in sources.values() if used == server),
-                "stalls": s.stalls,
-                "errors": s.errors,
-                "problems": s.problems,
-            }
-            for server, s in stats.items()
-        },
-        "max_stall_detection_seconds": round(
-            max((s.longest_share_stall for s in stats.values()), default=0.0), 3
-        ),
+        "servers": {server: row(server) for server in servers},
+        "max_stall_detection_seconds": round(longest, 3),
         "max_open_connections": most_connections,
     }
