@@ -22,7 +22,8 @@ request, never data:
 - an answer line must name our storage index (and, for ``GET``, our share);
   share numbers must be decimal, strictly ascending and below ``K``; a line
   longer than the longest valid answer is garbage (no unbounded buffering);
-  ``\\r\\n`` is accepted as well as ``\\n``;
+  words may be separated by runs of blanks, and ``\\r\\n`` ends a line as
+  ``\\n`` does (a ``"HAVE <si> \\n"`` is no reason to drop a server);
 - bytes after a ``HAVE`` line, before we close, make it garbled;
 - a share body is complete only when the server closes cleanly after
   exactly ``<length>`` bytes (that close is the protocol's end of response);
@@ -103,10 +104,11 @@ def longest_answer(si: str, k: int) -> int:
 
 def parse_answer(line: bytes, si: str, k: int, share: int | None) -> Answer:
     """
-    The answer to ``Request(server, share).line(si)``, without its line ending;
-    raise `ServerError` for ``NONE`` or anything the protocol does not allow.
+    The answer to ``Request(server, share).line(si)``, from its line (the
+    ``\\n`` removed); raise `ServerError` for ``NONE`` or anything the
+    protocol does not allow.
     """
-    words = line.split(b" ")
+    words = line.split()
     said = line.decode("ascii", "backslashreplace")[:80]
     if share is None:
         if words[:2] != [b"HAVE", si.encode()]:
@@ -264,7 +266,7 @@ class StorageExchange(TwistedProtocol):
             return
         self._buffer = b""
         try:
-            answer = parse_answer(line.removesuffix(b"\r"), c.si, c.k, self.request.share)
+            answer = parse_answer(line, c.si, c.k, self.request.share)
             if isinstance(answer, Holdings) and rest:
                 raise ServerError("garbled: bytes after the HAVE line")
         except ServerError as e:

@@ -28,6 +28,7 @@ import pytest
 from examples.share_cluster import Cluster, Event, ServerSpec, file_bytes, running, server_spec
 from examples.share_finder import Run, Settings, parse_args, write_atomically
 from fsmcancel.timeouts import load_config
+from tests.faulty_peers import closed_port
 from tests.reactor_util import Snapshot, iterate_until, reactor, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,6 +221,18 @@ def test_a_share_every_holder_fails_names_each_error(cluster_of: Any, out: Path)
     assert f"{short}: GET 1: short body: connection closed after" in line
     assert f"{none}: GET 1: NONE: does not hold share 1" in line
     assert f"{garbage}: GET 1: garbled answer to GET 1" in line
+
+
+def test_a_server_that_refuses_connections_is_one_error_among_others(
+    cluster_of: Any, out: Path
+) -> None:
+    cluster = cluster_of(2, "healthy@0.2")  # answers after the refusal is seen
+    dead = f"127.0.0.1:{closed_port()}"
+    done = find(cluster, 2, out, "--json", "--server", dead)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == file_bytes(SI, 2)
+    [problem] = json.loads(done.stdout)["servers"][dead]["problems"]
+    assert problem.startswith("QUERY: ") and "refused" in problem
 
 
 def test_a_wrong_sha256_writes_nothing(cluster_of: Any, out: Path) -> None:
