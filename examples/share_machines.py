@@ -18,9 +18,10 @@ and ``group.failures``, keyed by `Request`) plus each share's last ``GET``,
 so its decisions are guards over that record, taken in order:
 
 - an answer that completes the K shares ends it (``complete``);
-- an outcome after which some share can no longer be had ends it, naming
-  them (``hopeless``): every server has answered or failed, and the share
-  has no download running and no holder left untried;
+- an outcome after which every share is in hand or can no longer be had,
+  some of them the latter, ends it naming those (``hopeless``): a share can
+  no longer be had when every server has answered or failed, and it has no
+  download running and no holder left untried;
 - otherwise it stays in ``finding``: a ``HAVE`` starts the downloads it
   makes possible, a failed ``GET`` is sent to the next holder, the
   healthiest first (``timeouts.rank``).
@@ -236,7 +237,8 @@ def complete(inputs: Finding, op: FindOp, group: Group, request: Request, outcom
 
 
 def hopeless(inputs: Finding, op: FindOp, group: Group, request: Request, outcome: object) -> bool:
-    return bool(missing(op.core, group))
+    lost = missing(op.core, group)
+    return bool(lost) and len(lost) + len(obtained(group)) == op.core.k
 
 
 @finding.upon(Finding.answered).to(f_done, when=complete)

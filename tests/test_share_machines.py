@@ -164,19 +164,22 @@ def test_the_last_share_ends_it_and_outstanding_requests_are_closed_first() -> N
     assert w.clock.getDelayedCalls() == []
 
 
-def test_a_share_nobody_holds_ends_the_search_once_every_server_answered() -> None:
+def test_a_share_nobody_holds_is_named_once_every_other_share_is_settled() -> None:
     w = world({0, 1}, {1, 2}, {2})
     _op, out = started(w, k=4)
-    for server in ("s0", "s1"):
+    for server in ("s0", "s1", "s2"):
         exchange(w, Request(server)).honest()
         w.clock.advance(0)
-    assert out == []  # s2 may hold share 3
+    # Every server answered: nobody holds share 3, so the file cannot be
+    # had; the downloads under way still settle, so that the error names
+    # exactly the shares that cannot be had.
     downloads = [e for e in w.exchanges if e.request.share is not None]
-    assert downloads and all(e.open for e in downloads)
-    exchange(w, Request("s2")).honest()
+    assert out == [] and [e.request.share for e in downloads] == [0, 1, 2]
+    downloads[2].fail("short body: connection closed after 1 of 9 bytes")
     w.clock.advance(0)
-    # No need to finish the downloads: the file cannot be had.
-    assert all(e.dropped and not e.open for e in downloads)
+    while w.waiting():
+        w.waiting()[0].honest()
+        w.clock.advance(0)
     error = error_of(out)
     assert isinstance(error, SharesUnavailable)
     assert error.missing == {3: []}
@@ -353,6 +356,9 @@ class Interleavings(RuleBasedStateMachine):
 
     def check_missing(self, error: SharesUnavailable) -> None:
         asked = {e.request: e for e in self.w.exchanges}
+        # Exactly the shares that could not be had are named.
+        got = {e.request.share for e in self.w.exchanges if e.succeeded}
+        assert set(error.missing) | got >= set(range(self.k))
         for n in error.missing:
             for server, held in self.w.holdings.items():
                 query = asked.get(Request(server))

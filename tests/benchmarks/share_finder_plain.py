@@ -8,7 +8,7 @@ one `Attempt` per request on the wire (connect, the answer line under the
 ``query`` timeout kind, the body under the ``share`` kind with progress per
 chunk), at most C at once, downloads ahead of queued queries, failover to
 the healthiest untried holder, the end as soon as all K shares are in or
-some share can no longer be had, and on the end or a cancel every attempt
+every share is in hand or can no longer be had, and on the end or a cancel every attempt
 dropped and its connection waited for.  It uses the same wire protocol
 (`examples.share_protocol`), statistics and errors (`examples.share_report`)
 and the same adaptive timeouts (`fsmcancel.timeouts`, through
@@ -156,7 +156,7 @@ class PlainFinder:
         if len(self.shares) == self.k:
             data = b"".join(self.shares[n] for n in range(self.k))
             self._finish(Found(data, self.sources))
-        elif missing:
+        elif missing and len(missing) + len(self.shares) == self.k:
             self._finish(Failure(SharesUnavailable(self.si, missing, self.failures)))
         else:
             self._fill()
