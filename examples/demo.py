@@ -11,7 +11,11 @@ in front:
 2. a mirror fetch from three mirrors, one of which goes silent mid-body: the
    adaptive idle timeout fires within about a second, the blob fails over to
    another mirror, and every blob arrives intact;
-3. the diagrams of the machines involved, written to a directory it names.
+3. the share finder (Warner's downloader) on a small cluster in which one
+   server never answers and one stalls mid-body on every download: each
+   stalled share is fetched from another server, the file's sha256 matches,
+   and its JSON summary says who served what and how fast stalls were seen;
+4. the diagrams of the machines involved, written to a directory it names.
 
 Exits 0 when all of that happened, within about 30 seconds.
 """
@@ -188,9 +192,50 @@ def mirror_fetch_with_a_silent_mirror(out: Path) -> None:
             raise SystemExit("demo: the mirror fetch did not show a stall and a full recovery")
 
 
+def share_finder_with_a_silent_and_a_stalling_server(out: Path) -> None:
+    heading("3. Share finder: one server never answers, one stalls mid-body on every GET")
+    k, si = 8, "demo"
+    servers = ["healthy:0-4", "healthy:3-7@0.05", "silent", "stall"]
+    with running(
+        "cluster",
+        "examples.share_cluster",
+        f"--si={si}",
+        f"-k={k}",
+        "--quiet",
+        *(f"--server={spec}" for spec in servers),
+    ) as cluster:
+        addresses = [cluster.wait_for("listening on").split()[3] for _ in servers]
+        digest = cluster.wait_for("file sha256").split()[2]
+        started = time.monotonic()
+        with running(
+            "share-finder",
+            "examples.share_finder",
+            *(f"--server={address}" for address in addresses),
+            f"--si={si}",
+            f"-k={k}",
+            f"--out={out}",
+            f"--sha256={digest}",
+            "--json",
+        ) as finder:
+            status = finder.exit_status(timeout=60)
+            report = json.loads(finder.wait_for('{"shares"'))
+    if status != 0:
+        raise SystemExit(f"demo: share_finder exited {status}")
+    names = dict(zip(addresses, servers, strict=True))
+    served = sorted({names[server] for server in report["shares"].values()})
+    stalls = sum(s["stalls"] for s in report["servers"].values())
+    say(
+        f"  [demo] {k}/{k} shares in {time.monotonic() - started:.1f}s from {', '.join(served)}; "
+        f"sha256 matches; {stalls} stall(s), each detected after at most "
+        f"{report['max_stall_detection_seconds']:.2f}s of silence and re-requested elsewhere"
+    )
+    if stalls == 0 or "stall" in served or "silent" in served:
+        raise SystemExit("demo: the share finder did not show a stall and a failover")
+
+
 def diagrams(out: Path) -> None:
-    heading("3. Diagrams of the machines involved, generated from the code")
-    from examples import mirror_fetch, poetry_proxy
+    heading("4. Diagrams of the machines involved, generated from the code")
+    from examples import mirror_fetch, poetry_proxy, share_machines
     from fsmcancel.diagram import (
         GraphvizNotFound,
         diagram_files,
@@ -207,6 +252,7 @@ def diagrams(out: Path) -> None:
         formats = ("dot", "mermaid")
     machines = [poetry_proxy.proxy_request, poetry_proxy.poem_download]
     machines.append(mirror_fetch.blob_fetch_machine)
+    machines += [share_machines.share_finder, share_machines.share_request]
     files = diagram_files([spec_of(m) for m in machines], out, formats)
     for path in write_diagrams(files):
         say(f"  [demo] wrote {path}")
@@ -218,6 +264,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fsmcancel-demo-"))
     proxy_with_a_client_that_hangs_up()
     mirror_fetch_with_a_silent_mirror(work / "blobs")
+    share_finder_with_a_silent_and_a_stalling_server(work / "file")
     diagrams(work / "diagrams")
     say(f"\ndemo finished in {time.monotonic() - started:.1f}s")
     return 0

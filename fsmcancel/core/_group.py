@@ -87,6 +87,7 @@ class ChildGroup(Generic[K, R]):
             starts.items() if isinstance(starts, Mapping) else starts
         )
         self._added: deque[tuple[K, Start[R]]] = deque()
+        self._peeked: tuple[K, Start[R]] | None = None  # pulled from the source, not started
         self._source_done = False
         self._live: dict[int, tuple[K, Operation[Any, Any, R]]] = {}
         self._stopping: list[Operation[Any, Any, Any]] = []  # cancelled by us, still cleaning up
@@ -119,13 +120,22 @@ class ChildGroup(Generic[K, R]):
             return False
         if self.needed is None:
             return bool(self.failures)
-        waiting = self._added or not self._source_done
-        return not waiting and len(self.results) + len(self._live) < self.needed
+        return not self._waiting() and len(self.results) + len(self._live) < self.needed
 
     @property
     def settled(self) -> bool:
         """Nothing is running and nothing is left to start."""
-        return not self._live and not self._added and self._source_done
+        return not self._live and not self._waiting()
+
+    def _waiting(self) -> bool:
+        """
+        Is anything left to start?  Outcomes are delivered before the group
+        refills (see `_outcome`), so the source may not have been asked yet:
+        look one item ahead (pulled, not started) to know.
+        """
+        if self._peeked is None and not self._source_done and not self._added:
+            self._peeked = self._pull()
+        return bool(self._added) or self._peeked is not None
 
     def add(self, key: K, start: Start[R]) -> None:
         """
@@ -177,6 +187,12 @@ class ChildGroup(Generic[K, R]):
     def _next(self) -> tuple[K, Start[R]] | None:
         if self._added:
             return self._added.popleft()
+        if self._peeked is not None:
+            item, self._peeked = self._peeked, None
+            return item
+        return self._pull()
+
+    def _pull(self) -> tuple[K, Start[R]] | None:
         if self._source_done:
             return None
         try:
@@ -206,7 +222,10 @@ class ChildGroup(Generic[K, R]):
             self.results[key] = result  # type: ignore[assignment]
             if self.enough:
                 self._cancel_rest(f"enough: {len(self.results)} of the children succeeded")
-        self._fill()
+        # Deliver first, refill after: work the machine adds in response
+        # (a retry elsewhere, the download a query made possible) takes the
+        # slot this child freed, ahead of what the source still holds, and
+        # an outcome that ends the machine starts nothing it would cancel.
         try:
             if not isinstance(result, Failure):
                 self._on_result(key, result)  # type: ignore[arg-type]
@@ -216,6 +235,7 @@ class ChildGroup(Generic[K, R]):
                 self._abort(result)
         except Exception:
             self._abort(as_failure())
+        self._fill()
 
     def _cancel_rest(self, reason: str) -> None:
         """
