@@ -250,10 +250,9 @@ def test_cancel_a_request_anywhere(case: Any) -> None:
         request = Request("s0", 0)
         return Call(request, w.connect(request), search, ServerStats())
 
-    # timeouts.call names its resource "<kind> call to <peer>", which no
-    # state can declare in advance (see the report); the rest is checked
-    # by the finder's cases below.
-    assert isinstance(case.check(core, feed=feed_request, check_resources=False), Failure)
+    # timeouts.call names its resource "<kind> call to <peer>": declared as
+    # "<kind> call".
+    assert isinstance(case.check(core, feed=feed_request), Failure)
 
 
 @pytest.mark.parametrize("case", cancel_cases(share_finder), ids=str)

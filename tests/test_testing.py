@@ -159,3 +159,20 @@ def test_an_async_data_factory_is_refused() -> None:
 
     with pytest.raises(DefinitionError, match=r"asyncy: data factory of state 'w' .* is async def"):
         b.state("w", load)
+
+
+def test_a_per_peer_resource_is_declared_by_what_it_is() -> None:
+    b = OperationBuilder(Db, object, name="per-peer")
+    idle = b.state("idle")
+    working = b.state("working", resources=["query call"])
+    end = b.terminal_state("end")
+
+    @idle.upon(Db.open).to(working)
+    def open_(inputs: Db, op: Operation[Db, object]) -> None:
+        op.own(object(), lambda _: None, name="query call to server-3")  # as timeouts.call does
+        op.own(object(), lambda _: None, name="query caller")  # not the same thing
+
+    (idle | working).upon(Db.cancel).to(end).returns(None)
+    case = next(c for c in cancel_cases(b.build()) if c.state == "working")
+    with pytest.raises(AssertionError, match=r"'query caller' in 'working'$"):
+        case.check(object)

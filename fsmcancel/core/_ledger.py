@@ -288,11 +288,13 @@ class Ledger(MixinBase):
     def _check_declared(self, entry: Resource) -> None:
         """
         Does the state's declaration name what it acquires?  A child
-        operation may be declared by its machine's name.
+        operation may be declared by its machine's name, and a per-peer
+        resource named ``"<what> to <peer>"`` by ``"<what>"``.
         """
         declared = self._factory._declared.get(self._state, ())
         name = entry.describe()
-        if name in declared:
+        # "<what> to <peer>" (a timeouts call) is declared as "<what>".
+        if name in declared or name.partition(" to ")[0] in declared:
             return
         machine = getattr(entry.obj, "machine", None)
         if isinstance(machine, str) and machine in declared:
