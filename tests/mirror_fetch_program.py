@@ -9,6 +9,7 @@ closed only by its exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -18,10 +19,9 @@ from examples.mirror_fetch import main
 def open_sockets() -> int:
     found = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        # The listing's own descriptor is closed by now: OSError.
+        with contextlib.suppress(OSError):
             found += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:  # the directory listing's own descriptor, closed by now
-            pass
     return found
 
 

@@ -93,7 +93,7 @@ class Server:
 
     def requests(self, outcome: str) -> list[int]:
         """Blob numbers of the requests that ended as ``outcome``."""
-        pattern = re.compile(rf"GET /blob/(\d+) -> {re.escape(outcome)}")
+        pattern = re.compile(rf"GET /blob/(\d+) -> {re.escape(outcome)}( at \S+)?")
         return [int(m.group(1)) for line in self.lines if (m := pattern.fullmatch(line))]
 
     def stop(self) -> None:
