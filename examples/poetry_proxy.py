@@ -14,7 +14,13 @@ Two machines (``fsmcancel diagram examples.poetry_proxy`` draws them):
 
 ``poem_download`` -- one download from the upstream server.  ``connecting``
 owns the connect attempt and ``receiving`` owns the upstream connection, so
-cancelling the download aborts whichever is live.
+cancelling the download aborts whichever is live.  Both are guarded by
+``fsmcancel.timeouts`` (``--timeouts FILE``, default
+``examples/proxy_timeouts.toml``): the connect by a deadline, the poem by the
+silence before its first byte and between two chunks.  An upstream that
+accepts and never sends, or stops half-way, is given up: the download fails
+saying so, the upstream connection is aborted and every waiting client is
+closed without a poem.  A slow upstream that keeps sending is never cut.
 
 ``proxy_request`` -- one client of the proxy.  ``waiting`` owns the client
 connection, a *subscription* to the shared download and the Deferred
@@ -42,7 +48,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -60,8 +67,13 @@ from fsmcancel import (
     OperationService,
     Registry,
 )
+from fsmcancel.timeouts import ConfigError, GuardedCall, TimedOut, Timeouts, load_config
 
 log = structlog.get_logger("poetry_proxy")
+
+DEFAULT_TIMEOUTS = Path(__file__).with_name("proxy_timeouts.toml")
+CONNECT = "upstream-connect"
+POEM = "poem"
 
 
 def transport_of(p: protocol.Protocol) -> Any:
@@ -94,14 +106,17 @@ class PoemDownload(Cancellable, Protocol):
     def start(self) -> None: ...
     def connected(self, client: PoetryClient) -> None: ...
     def connect_failed(self, reason: Failure) -> None: ...
-    def received(self, data: bytes) -> None: ...
-    def closed(self, reason: Failure) -> None: ...
+    def connect_timed_out(self, timed_out: TimedOut) -> None: ...
+    def downloaded(self, poem: bytes) -> None: ...
+    def download_failed(self, reason: Failure) -> None: ...
+    def stalled(self, timed_out: TimedOut) -> None: ...
 
 
 @dataclass
 class Upstream:
     endpoint: Connector
     address: str
+    timeouts: Timeouts
 
 
 DownloadOp = Operation[PoemDownload, Upstream]
@@ -109,56 +124,93 @@ DownloadOp = Operation[PoemDownload, Upstream]
 
 class PoetryClient(protocol.Protocol):
     """
-    Feeds what the upstream connection does into a download, until detached.
+    Collects the poem: ``finished`` fires with it when the upstream closes
+    the connection, or fails if it sent nothing or was lost; each chunk is
+    a sign of life for ``progress``.
     """
 
-    def __init__(self, inputs: PoemDownload | None) -> None:
-        self.inputs = inputs
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.chunks: list[bytes] = []
+        self.finished: Deferred[bytes] = Deferred()
+        self.progress: Callable[[], object] | None = None
 
     def dataReceived(self, data: bytes) -> None:
-        if self.inputs is not None:
-            self.inputs.received(data)
+        self.chunks.append(data)
+        if self.progress is not None:
+            self.progress()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        if self.inputs is not None:
-            self.inputs.closed(reason)
+        poem = b"".join(self.chunks)
+        if not poem:
+            error = UpstreamError(f"{self.address} closed the connection before sending a poem")
+            self.finished.errback(error)
+        elif not reason.check(ConnectionDone):
+            error = UpstreamError(f"lost {self.address} after {len(poem)} bytes: {reason.value}")
+            self.finished.errback(error)
+        else:
+            self.finished.callback(poem)
 
     def release(self) -> None:
         """
         What the state owning the upstream connection does when it is left:
-        stop feeding the machine, and drop the connection now.
+        stop reporting, and drop the connection now.
         """
-        self.inputs = None
+        self.progress = None
         if self.transport is not None:
             transport_of(self).abortConnection()
 
 
-@dataclass
-class Transfer:
-    """
-    The data of ``receiving``: the poem so far.
-    """
+def guard(
+    op: DownloadOp,
+    kind: str,
+    fn: Callable[..., Deferred[Any]],
+    *args: Any,
+    name: str,
+    on_result: Callable[[Any], object],
+    on_failure: Callable[[Failure], object],
+    on_timeout: Callable[[TimedOut], object],
+) -> GuardedCall[Any]:
+    """``fn(*args)`` as a resource ``name`` of the state, guarded by the rule for ``kind``."""
+    call = op.core.timeouts.guard(
+        op.clock, kind, op.core.address,
+        on_result=on_result, on_failure=on_failure, on_timeout=on_timeout, end=op.release,
+    )  # fmt: skip
+    op.own(call, GuardedCall.cancel, name=name)
+    call.start(fn, *args)
+    return call
 
-    chunks: list[bytes] = field(default_factory=list)
 
-
-def receive_from(inputs: PoemDownload, op: DownloadOp, client: PoetryClient) -> Transfer:
+def receive_from(inputs: PoemDownload, op: DownloadOp, client: PoetryClient) -> PoetryClient:
     op.own(client, PoetryClient.release, name="upstream connection")
-    return Transfer()
+    call = guard(
+        op, POEM, lambda: client.finished, name="poem",
+        on_result=inputs.downloaded, on_failure=inputs.download_failed, on_timeout=inputs.stalled,
+    )  # fmt: skip
+    client.progress = call.progress
+    return client
 
 
-_download = OperationBuilder(PoemDownload, Upstream, name="poem-download")
+_download = OperationBuilder(
+    PoemDownload, Upstream, name="poem-download", timeouts=DEFAULT_TIMEOUTS
+)
 download_idle = _download.state("idle")
 connecting = _download.state("connecting", resources=["connect attempt"])
-receiving = _download.state("receiving", receive_from, resources=["upstream connection"])
+receiving = _download.state("receiving", receive_from, resources=["upstream connection", "poem"])
 download_done = _download.terminal_state("done")
+_download.timeout(PoemDownload.connect_timed_out, kind=CONNECT)
+_download.timeout(PoemDownload.stalled, kind=POEM)
 
 
 @download_idle.upon(PoemDownload.start).to(connecting)
 def connect(inputs: PoemDownload, op: DownloadOp) -> None:
-    factory = protocol.Factory.forProtocol(lambda: PoetryClient(inputs))
-    attempt = op.core.endpoint.connect(factory)
-    op.watch(attempt, inputs.connected, inputs.connect_failed, name="connect attempt")
+    address = op.core.address
+    factory = protocol.Factory.forProtocol(lambda: PoetryClient(address))
+    guard(
+        op, CONNECT, op.core.endpoint.connect, factory, name="connect attempt",
+        on_result=inputs.connected, on_failure=inputs.connect_failed,
+        on_timeout=inputs.connect_timed_out,
+    )  # fmt: skip
 
 
 connecting.upon(PoemDownload.connected).to(receiving).returns(None)
@@ -169,22 +221,39 @@ def connect_failed(inputs: PoemDownload, op: DownloadOp, reason: Failure) -> Non
     op.fail(reason)
 
 
-@receiving.upon(PoemDownload.received).loop()
-def got_chunk(inputs: PoemDownload, op: DownloadOp, transfer: Transfer, data: bytes) -> None:
-    transfer.chunks.append(data)
+@connecting.upon(PoemDownload.connect_timed_out).to(download_done)
+def connect_timed_out(inputs: PoemDownload, op: DownloadOp, timed_out: TimedOut) -> None:
+    op.fail(
+        UpstreamError(
+            f"connecting to {op.core.address} timed out after {timed_out.waited:.2f}s "
+            f"({timed_out.rule} limit {timed_out.limit:.2f}s)"
+        )
+    )
 
 
-@receiving.upon(PoemDownload.closed).to(download_done)
-def upstream_closed(
-    inputs: PoemDownload, op: DownloadOp, transfer: Transfer, reason: Failure
+@receiving.upon(PoemDownload.downloaded).to(download_done)
+def downloaded(inputs: PoemDownload, op: DownloadOp, client: PoetryClient, poem: bytes) -> None:
+    op.succeed(poem)
+
+
+@receiving.upon(PoemDownload.download_failed).to(download_done)
+def download_failed(
+    inputs: PoemDownload, op: DownloadOp, client: PoetryClient, reason: Failure
 ) -> None:
-    poem = b"".join(transfer.chunks)
-    if not poem:
-        op.fail(UpstreamError(f"{op.core.address} closed the connection before sending a poem"))
-    elif not reason.check(ConnectionDone):
-        op.fail(UpstreamError(f"lost {op.core.address} after {len(poem)} bytes: {reason.value}"))
-    else:
-        op.succeed(poem)
+    op.fail(reason)
+
+
+@receiving.upon(PoemDownload.stalled).to(download_done)
+def stalled(
+    inputs: PoemDownload, op: DownloadOp, client: PoetryClient, timed_out: TimedOut
+) -> None:
+    received = sum(len(chunk) for chunk in client.chunks)
+    op.fail(
+        UpstreamError(
+            f"{op.core.address} went silent: nothing for {timed_out.limit:.2f}s "
+            f"({timed_out.rule} limit) after {received} bytes"
+        )
+    )
 
 
 download_idle.upon(PoemDownload.cancel).to(download_done).returns(None)
@@ -247,10 +316,17 @@ class ProxyService:
     inspector page.
     """
 
-    def __init__(self, endpoint: Connector, upstream: str, clock: Any | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Connector,
+        upstream: str,
+        clock: Any | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.upstream = upstream
         self.clock = clock
+        self.timeouts = timeouts or Timeouts(load_config(DEFAULT_TIMEOUTS))
         self.poem: bytes | None = None
         self.current: SharedDownload | None = None
         self.requests = OperationService(clock=clock)
@@ -287,7 +363,9 @@ class ProxyService:
 
     def _start_download(self) -> SharedDownload:
         op = poem_download(
-            Upstream(self.endpoint, self.upstream), clock=self.clock, registry=self.registry
+            Upstream(self.endpoint, self.upstream, self.timeouts),
+            clock=self.clock,
+            registry=self.registry,
         )
         shared = SharedDownload(op)
         log.info("fetching poem from upstream", upstream=self.upstream, download=op.name)
@@ -434,6 +512,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", choices=sorted(LEVELS), default="info")
     parser.add_argument(
+        "--timeouts", type=Path, default=DEFAULT_TIMEOUTS, metavar="FILE",
+        help=f"upstream timeouts, TOML (default: {DEFAULT_TIMEOUTS.name} next to this program)",
+    )  # fmt: skip
+    parser.add_argument(
         "--inspect",
         type=int,
         metavar="PORT",
@@ -444,6 +526,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.upstream = parse_upstream(args.upstream)
     except ValueError:
         parser.error(f"--upstream must be HOST:PORT, not {args.upstream!r}")
+    try:
+        args.timeouts = Timeouts(load_config(args.timeouts))
+    except ConfigError as e:
+        parser.error(f"--timeouts {args.timeouts}: {e}")
+    except OSError as e:
+        parser.error(f"--timeouts {args.timeouts}: cannot read it: {e.strerror or e}")
     return args
 
 
@@ -459,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = args.upstream
     reactor: Any = _reactor
     endpoint = TCP4ClientEndpoint(reactor, host, port)
-    service = ProxyService(endpoint, f"{host}:{port}")
+    service = ProxyService(endpoint, f"{host}:{port}", timeouts=args.timeouts)
     factory = protocol.Factory.forProtocol(lambda: PoetryProxyProtocol(service))
     listening = reactor.listenTCP(args.port, factory, interface=args.interface)
     address = listening.getHost()

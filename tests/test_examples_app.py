@@ -88,7 +88,7 @@ def test_the_proxy_serves_the_inspector(spawn: Spawn) -> None:
         live = get_json(url + "operations.json")["operations"]
         states = sorted((o["machine"], o["state"], tuple(o["resources"])) for o in live)
         assert states == [
-            ("poem-download", "receiving", ("upstream connection",)),
+            ("poem-download", "receiving", ("upstream connection", "poem")),
             ("proxy-request", "waiting", ("client connection", "subscription", "poem")),
         ]
         download = next(o for o in live if o["machine"] == "poem-download")
