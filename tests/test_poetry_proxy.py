@@ -548,7 +548,8 @@ def test_upstream_closing_before_any_data_closes_every_client_without_a_poem() -
 def test_in_process_each_upstream_limit_closes_the_clients_and_drops_the_upstream() -> None:
     # The connect: never completes; given up at the 5 s connect deadline.
     service, endpoint = new_service()
-    clock: Clock = service.clock
+    clock = service.clock
+    assert isinstance(clock, Clock)
     request, client = arrive(service)
     clients = [request]
     clock.advance(4.9)
@@ -577,7 +578,8 @@ def test_in_process_each_upstream_limit_closes_the_clients_and_drops_the_upstrea
 
 def test_in_process_a_slow_upstream_is_never_cut_while_it_sends() -> None:
     service, endpoint = new_service()
-    clock: Clock = service.clock
+    clock = service.clock
+    assert isinstance(clock, Clock)
     _, client = arrive(service)
     upstream, _ = endpoint.succeed()
     for _ in range(100):  # 15 minutes, a chunk every 9 s
