@@ -45,8 +45,9 @@ class PeerStatus:
     ``state`` is ``"unknown"`` (never called), ``"healthy"``, ``"suspect"``,
     ``"probe due"`` (suspect, and a probe may be sent now) or ``"probing"``
     (a probe is running).  ``recent_stalls`` is the share of recent calls
-    that stalled; ``probe_in`` the seconds until the next probe is due (None
-    unless suspect).
+    that stalled (a call a hedge dropped for its silence counting in part,
+    see `PeerHealth.bypassed`); ``probe_in`` the seconds until the next
+    probe is due (None unless suspect).
     """
 
     peer: str
