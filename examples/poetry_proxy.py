@@ -72,7 +72,7 @@ from fsmcancel.timeouts import ConfigError, GuardedCall, TimedOut, Timeouts, loa
 log = structlog.get_logger("poetry_proxy")
 
 DEFAULT_TIMEOUTS = Path(__file__).with_name("proxy_timeouts.toml")
-CONNECT = "upstream-connect"
+CONNECT = "connect"
 POEM = "poem"
 
 
@@ -99,6 +99,17 @@ class UpstreamError(Exception):
     """
 
 
+class ConnectTimedOut(UpstreamError):
+    """Connecting to the upstream server took longer than its limit."""
+
+    def __init__(self, timed_out: TimedOut) -> None:
+        self.timed_out = timed_out
+        super().__init__(
+            f"connecting to {timed_out.peer} timed out after {timed_out.waited:.2f}s "
+            f"({timed_out.rule} limit {timed_out.limit:.2f}s)"
+        )
+
+
 # -- one download from the upstream server -----------------------------------
 
 
@@ -106,7 +117,6 @@ class PoemDownload(Cancellable, Protocol):
     def start(self) -> None: ...
     def connected(self, client: PoetryClient) -> None: ...
     def connect_failed(self, reason: Failure) -> None: ...
-    def connect_timed_out(self, timed_out: TimedOut) -> None: ...
     def downloaded(self, poem: bytes) -> None: ...
     def download_failed(self, reason: Failure) -> None: ...
     def stalled(self, timed_out: TimedOut) -> None: ...
@@ -198,7 +208,7 @@ download_idle = _download.state("idle")
 connecting = _download.state("connecting", resources=["connect attempt"])
 receiving = _download.state("receiving", receive_from, resources=["upstream connection", "poem"])
 download_done = _download.terminal_state("done")
-_download.timeout(PoemDownload.connect_timed_out, kind=CONNECT)
+_download.timeout(PoemDownload.connect_failed, kind=CONNECT)
 _download.timeout(PoemDownload.stalled, kind=POEM)
 
 
@@ -209,7 +219,7 @@ def connect(inputs: PoemDownload, op: DownloadOp) -> None:
     guard(
         op, CONNECT, op.core.endpoint.connect, factory, name="connect attempt",
         on_result=inputs.connected, on_failure=inputs.connect_failed,
-        on_timeout=inputs.connect_timed_out,
+        on_timeout=lambda timed_out: inputs.connect_failed(Failure(ConnectTimedOut(timed_out))),
     )  # fmt: skip
 
 
@@ -219,16 +229,6 @@ connecting.upon(PoemDownload.connected).to(receiving).returns(None)
 @connecting.upon(PoemDownload.connect_failed).to(download_done)
 def connect_failed(inputs: PoemDownload, op: DownloadOp, reason: Failure) -> None:
     op.fail(reason)
-
-
-@connecting.upon(PoemDownload.connect_timed_out).to(download_done)
-def connect_timed_out(inputs: PoemDownload, op: DownloadOp, timed_out: TimedOut) -> None:
-    op.fail(
-        UpstreamError(
-            f"connecting to {op.core.address} timed out after {timed_out.waited:.2f}s "
-            f"({timed_out.rule} limit {timed_out.limit:.2f}s)"
-        )
-    )
 
 
 @receiving.upon(PoemDownload.downloaded).to(download_done)

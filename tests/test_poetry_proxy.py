@@ -333,7 +333,7 @@ def test_upstream_closing_without_a_poem_closes_the_client(spawn: Spawn, tmp_pat
 # -- a silent or stalled upstream is given up -----------------------------------
 
 FAST = (
-    '[kinds.upstream-connect]\npolicy = "deadline"\ndeadline.initial = "1s"\n'
+    '[kinds.connect]\npolicy = "deadline"\ndeadline.initial = "1s"\n'
     '[kinds.poem]\nidle.initial = "1s"\nidle.min = "500ms"\n'
 )
 
