@@ -209,6 +209,28 @@ def test_a_mirror_that_goes_silent_is_failed_over(tmp_path: Path, mode: str) -> 
             assert at < finished_at - 0.05
 
 
+def test_a_slow_but_healthy_mirror_is_not_declared_stalled(tmp_path: Path) -> None:
+    # Gaps between chunks vary from 33 ms to almost 1 s: far beyond what the
+    # fast mirror shows, so the slow one's requests are hedged, mostly
+    # answered first by the fast one, and it is ranked after it; but none is
+    # given up as a stall, and it is not suspect.
+    slow = ("--latency-ms", "1500", "--latency-jitter-ms", "1400", "--chunks", "3", "--seed", "7")
+    fast = ("--latency-ms", "40", "--chunks", "4")
+    out = tmp_path / "out"
+    with servers(slow, fast) as (s, f):
+        done = fetch([s, f], out, "--count", "200", "--concurrency", "40", "--json")
+        assert done.returncode == 0, done.stderr
+        assert_blobs(out, 200)
+        stats = json.loads(done.stdout)["mirrors"][s.url]
+        assert stats["requests"] >= 20 and stats["health"] == "healthy"
+        assert stats["stalls"] <= stats["requests"] * 0.01
+        assert stats["errors"] == 0
+        assert stats["successes"] + stats["hedges_lost"] + stats["stalls"] == stats["requests"]
+        # One request per connection (Connection: close), each closed.
+        s.all_connections_closed()
+        assert _opened(s.lines) == stats["requests"]
+
+
 def test_hedging_sends_a_backup_to_another_mirror(tmp_path: Path) -> None:
     slow = ("--latency-ms", "3000", "--chunks", "2")  # headers after 1.5 s
     fast = ("--latency-ms", "40",)  # fmt: skip
