@@ -45,7 +45,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from examples.strict_http import StrictGet, endpoint_for, host_header
+from examples.strict_http import HTTPError, StrictGet, endpoint_for, host_header
 from fsmcancel import Cancellable, Operation, OperationBuilder
 from fsmcancel.timeouts import HedgedCall, TimedOut, Timeouts
 
@@ -70,7 +70,7 @@ def describe_failure(failure: Failure) -> str:
     """A short human description of why an attempt failed."""
     e = failure.value
     text = str(e)
-    if type(e).__name__ == "HTTPError":
+    if isinstance(e, HTTPError):
         return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
