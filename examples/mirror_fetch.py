@@ -59,7 +59,7 @@ from fsmcancel import Cancellable, Operation, OperationBuilder, OperationService
 from fsmcancel.core import ChildGroup
 from fsmcancel.timeouts import ConfigError, TimeoutConfig, Timeouts, load_config
 
-__all__ = ["main", "mirror_fetch_machine", "parse_args"]
+__all__ = ["blob_fetch_machine", "main", "mirror_fetch_machine", "parse_args"]
 
 #: Exit status per signal: 128 + its number, as a shell reports it.
 EXIT_ON = {signal.SIGINT: 130, signal.SIGTERM: 143}
