@@ -5,670 +5,188 @@ Tahoe-LAFS case, over HTTP).
     python -m examples.mirror_fetch --mirror http://127.0.0.1:8001 \\
         --mirror http://127.0.0.1:8002 --count 100 --out blobs/ --json [--inspect 8080]
 
-Blob ``i`` is ``GET {mirror}/blob/{i}``, written to ``OUT/i`` atomically (a
-temporary file in ``OUT``, then ``os.replace``).  Each blob is one fsmcancel
-operation (`blob_fetch_machine`) that owns its HTTP request:
-
-``idle``
-    Nothing yet.
-``requesting`` (owns: the request)
-    A `HedgedCall` of kind ``blob-headers`` over the mirrors not yet tried
-    for this blob, healthiest first.  Its rule is the time-to-first-byte
-    deadline (connect, send, response headers).  Under the ``hedge`` policy
-    a backup request goes to the next mirror after the adaptive hedge delay;
-    the first 200 wins and the other requests are cancelled (their
-    connections aborted).  A stall, a refused or reset connection or a
-    status other than 200 fails over to the next mirror, in this state.
-``receiving`` (owns: the response body, the temporary file, the body call)
-    A data state whose data is the `Download`.  The body is delivered chunk
-    by chunk to a `BodyReceiver`; each chunk is written to the temporary file
-    and reported as progress to a `GuardedCall` of kind ``blob-body``, so
-    the idle timeout measures the silence since the last chunk.  On a stall
-    or a broken or short body, leaving the state aborts the connection
-    (detach the protocol, ``stopProducing`` on the transport), closes and
-    deletes the temporary file, and the machine goes back to ``requesting``
-    for the next mirror.
-``done``
-    The blob was renamed into place (success), or no mirror could serve it
-    (`BlobUnavailable`, naming each mirror's error), or it was cancelled.
+The run is one ``mirror-fetch`` operation whose ``fetching`` state owns a
+child group of ``blob-fetch`` operations (`examples.mirror_blob`), at most
+``--concurrency`` at a time; each child's outcome comes back as an input
+naming the blob, and a guarded transition ends the run when the group is
+settled.  Each blob races the mirrors with the timeouts' hedging, healthiest
+first (``Timeouts.rank``: suspect mirrors last), so a mirror that goes silent
+has the blob asked of another within the learned hedge delay.
 
 Timeouts come from a TOML file (``--timeouts``, default
-``examples/mirror_timeouts.toml``) through ``fsmcancel.timeouts``: one
-estimator per (mirror, kind).  Ctrl-C stops the ``OperationService`` that
-tracks the operations, which cancels every one in flight ("service
-stopping"); the releases delete the temporary files and abort the
-connections, the pool's idle connections are closed, one summary line is
-printed and the exit status is 130.  A second Ctrl-C stops waiting for
-cleanup and forces what is left.  ``--inspect PORT`` serves the live
-inspector page on 127.0.0.1.
+``examples/mirror_timeouts.toml``).  Ctrl-C or SIGTERM stops the
+``OperationService`` tracking the run, which cancels it: releasing the group
+cancels every blob in flight, whose releases delete their temporary files
+and abort their connections, and the run completes once those sockets are
+closed.  One summary line is printed and the exit status is 130 (SIGINT) or
+143 (SIGTERM); a second signal stops waiting for cleanup and forces what is
+left.  Exit status 0 when every blob is written, 1 (naming each blob that
+could not be fetched and each mirror's error) otherwise.  ``--inspect
+PORT`` serves the live inspector page on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import tempfile
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Protocol, TextIO, cast
+from typing import Any, Protocol, TextIO, cast
 from urllib.parse import urlsplit
 
-import structlog
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.iweb import IResponse
 
 from examples._progress import ProgressLine
-from fsmcancel import Cancellable, Operation, OperationBuilder, OperationService, Registry
-from fsmcancel.timeouts import (
-    ConfigError,
-    GuardedCall,
-    HedgedCall,
-    TimedOut,
-    TimeoutConfig,
-    Timeouts,
-    load_config,
+from examples.mirror_blob import (
+    DEFAULT_TIMEOUTS,
+    KIND,
+    Blob,
+    BlobUnavailable,
+    Mirrors,
+    blob_fetch_machine,
+    describe_failure,
 )
+from fsmcancel import Cancellable, Operation, OperationBuilder, OperationService, Registry
+from fsmcancel.core import ChildGroup
+from fsmcancel.timeouts import ConfigError, TimeoutConfig, Timeouts, load_config
 
-HEADERS_KIND = "blob-headers"
-BODY_KIND = "blob-body"
-DEFAULT_TIMEOUTS = Path(__file__).with_name("mirror_timeouts.toml")
-EXIT_INTERRUPTED = 130
+__all__ = ["blob_fetch_machine", "main", "mirror_fetch_machine", "parse_args"]
 
-
-# -- errors -------------------------------------------------------------------
-
-
-class MirrorError(Exception):
-    """What went wrong with one mirror for one blob, said for a human."""
+#: Exit status per signal: 128 + its number, as a shell reports it.
+EXIT_ON = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class BlobUnavailable(Exception):
-    """No mirror could serve a blob; ``errors`` has each mirror's error."""
-
-    def __init__(self, index: int, errors: list[tuple[str, str]]) -> None:
-        self.index = index
-        self.errors = errors
-        detail = "; ".join(f"{mirror}: {error}" for mirror, error in errors)
-        super().__init__(f"blob {index}: no mirror could serve it ({detail})")
-
-
-def describe_failure(failure: Failure) -> str:
-    """A short human description of a request or body failure."""
-    e = failure.value
-    if isinstance(e, MirrorError):
-        return str(e)
-    reasons = getattr(e, "reasons", None)  # ResponseFailed & co wrap failures
-    if reasons:
-        inner = "; ".join(type(r.value).__name__ for r in reasons)
-        return f"{type(e).__name__} ({inner})"
-    text = str(e)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-# -- per-mirror statistics and health ---------------------------------------------
-
-
-@dataclass
-class MirrorStats:
-    requests: int = 0
-    successes: int = 0
-    stalls: int = 0
-    errors: int = 0
-    hedges_won: int = 0
-    hedges_lost: int = 0
-    # health, not reported: consecutive failures and when the mirror may
-    # be tried first again
-    failures_in_a_row: int = 0
-    penalised_until: float = 0.0
-
-
-class Mirrors:
-    """
-    The mirrors, their statistics, and the order in which to try them: blob
-    ``i`` starts at mirror ``i mod M`` (to spread the load), and a mirror that
-    just stalled or failed goes to the back for a cool-down that doubles with
-    each failure in a row (1 s, 2 s, 4 s... at most 30 s).
-    """
-
-    def __init__(self, urls: Sequence[str], now: Callable[[], float]) -> None:
-        self.urls = list(urls)
-        self.stats = {url: MirrorStats() for url in self.urls}
-        self.now = now
-        self.max_stall_detection = 0.0
-
-    def order(self, index: int, exclude: set[str]) -> list[str]:
-        n = len(self.urls)
-        rotated = [self.urls[(index + k) % n] for k in range(n)]
-        now = self.now()
-        candidates = [u for u in rotated if u not in exclude]
-        return sorted(candidates, key=lambda u: self.stats[u].penalised_until > now)
-
-    def good(self, url: str) -> None:
-        s = self.stats[url]
-        s.successes += 1
-        s.failures_in_a_row = 0
-        s.penalised_until = 0.0
-
-    def bad(self, url: str, *, stall_detected_after: float | None = None) -> None:
-        s = self.stats[url]
-        if stall_detected_after is None:
-            s.errors += 1
-        else:
-            s.stalls += 1
-            self.max_stall_detection = max(self.max_stall_detection, stall_detected_after)
-        s.failures_in_a_row += 1
-        s.penalised_until = self.now() + min(30.0, 2.0 ** (s.failures_in_a_row - 1))
-
-    def report(self) -> dict[str, dict[str, int]]:
-        keys = ("requests", "successes", "stalls", "errors", "hedges_won", "hedges_lost")
-        return {u: {k: getattr(self.stats[u], k) for k in keys} for u in self.urls}
-
-
-# -- the operation --------------------------------------------------------------
-
-
-class BlobFetch(Cancellable, Protocol):
-    """
-    The inputs of one blob's fetch.
-    """
+class MirrorFetch(Cancellable, Protocol):
+    """The inputs of a run."""
 
     def start(self) -> None: ...
-    def answered(self, reply: Reply) -> None: ...
-    def request_failed(self, reason: Failure) -> None: ...
-    def request_stalled(self, timed_out: TimedOut) -> None: ...
-    def exhausted(self) -> None: ...
-    def body_done(self, size: int) -> None: ...
-    def body_failed(self, reason: Failure) -> None: ...
-    def stalled(self, timed_out: TimedOut) -> None: ...
+    def fetched(self, index: int, outcome: str) -> None: ...
+    def failed(self, index: int, outcome: Failure) -> None: ...
 
 
 @dataclass
-class Reply:
-    """A 200 response from ``mirror``, its body not read yet."""
+class Run:
+    """The core of a run: what it fetches, with what, and how it went."""
 
-    mirror: str
-    response: IResponse
-
-
-@dataclass
-class Job:
-    """
-    The core: one blob, and what the fetcher shares with every blob.
-    """
-
-    index: int
-    out: Path
-    agent: Agent
-    timeouts: Timeouts
     mirrors: Mirrors
-    tried: set[str] = field(default_factory=set)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-
-    def url(self, mirror: str) -> bytes:
-        return f"{mirror}/blob/{self.index}".encode()
-
-
-Op = Operation[BlobFetch, Job]
-
-
-class Race:
-    """
-    The requests of one ``requesting`` visit: what `HedgedCall` runs on each
-    mirror it tries, and the per-mirror bookkeeping it does not do itself
-    (it reports only the winner or the last outcome).
-    """
-
-    def __init__(self, op: Op) -> None:
-        self.op = op
-        self.call: HedgedCall[Reply] | None = None
-        self.started: dict[str, float] = {}
-        self.cancelled: list[str] = []  # attempts cancelled after the race was decided
-        self.dropped: set[str] = set()  # attempts we cancelled, for any reason
-
-    def attempt(self, mirror: str) -> Deferred[Reply]:
-        job = self.op.core
-        job.tried.add(mirror)
-        job.mirrors.stats[mirror].requests += 1
-        self.started[mirror] = self.op.clock.seconds()
-        request = job.agent.request(b"GET", job.url(mirror))
-        # Our own Deferred, so that we see who cancels it and when.
-        attempt: Deferred[Reply] = Deferred(lambda _: self._cancelled(mirror, request))
-        checked = request.addCallback(self._check, mirror)
-        checked.addCallbacks(
-            self._answered, self._failed, callbackArgs=(attempt,), errbackArgs=(attempt, mirror)
-        )
-        return attempt
-
-    def _check(self, response: IResponse, mirror: str) -> Reply:
-        if response.code != 200:
-            cast(Any, response).deliverBody(Discard())
-            raise MirrorError(f"HTTP {response.code} {response.phrase.decode(errors='replace')}")
-        return Reply(mirror, response)
-
-    def _answered(self, reply: Reply, attempt: Deferred[Reply]) -> None:
-        if reply.mirror in self.dropped:
-            cast(Any, reply.response).deliverBody(Discard())  # too late: drop it
-        else:
-            attempt.callback(reply)
-
-    def _failed(self, failure: Failure, attempt: Deferred[Reply], mirror: str) -> None:
-        if mirror in self.dropped:
-            return  # we cancelled it: whatever the request says now is ours
-        job = self.op.core
-        job.errors.append((mirror, describe_failure(failure)))
-        job.mirrors.bad(mirror)
-        attempt.errback(failure)
-
-    def _cancelled(self, mirror: str, request: Deferred[Any]) -> None:
-        if self.call is None or not self.call.done:
-            # Cancelled while the race goes on: only its timeout does that.
-            job = self.op.core
-            waited = self.op.clock.seconds() - self.started[mirror]
-            job.errors.append((mirror, f"stalled: no response headers after {waited:.2f}s"))
-            job.mirrors.bad(mirror, stall_detected_after=waited)
-        else:
-            self.cancelled.append(mirror)  # lost a race, or the blob was cancelled
-        self.dropped.add(mirror)
-        request.cancel()
-
-
-class Discard(TwistedProtocol):
-    """Drops the body of a response we do not want, and its connection."""
-
-    def makeConnection(self, transport: Any) -> None:
-        transport.stopProducing()
-
-
-class BodyReceiver(TwistedProtocol):
-    """
-    Owns a 200 response from the moment it arrives: `start` has its body
-    delivered here, written to a file chunk by chunk, each chunk reported as
-    progress.  ``finished`` fires with the size, or fails for a broken or
-    short body; cancelling it drops the connection.
-    """
-
-    def __init__(self, response: IResponse, clock: Callable[[], float]) -> None:
-        self.response = response
-        length = response.length
-        self.expected = length if isinstance(length, int) else None
-        self.file: IO[bytes] | None = None
-        self.received = 0
-        self.clock = clock
-        self.last = clock()
-        self.progress: Callable[[], object] | None = None
-        self.started = False
-        self.complete = False
-        self.finished: Deferred[int] = Deferred(lambda _: self.abort())
-
-    def start(self, file: IO[bytes]) -> Deferred[int]:
-        self.file = file
-        self.started = True
-        cast(Any, self.response).deliverBody(self)
-        return self.finished
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.file is None:
-            return
-        self.file.write(data)
-        self.received += len(data)
-        self.last = self.clock()
-        if self.progress is not None:
-            self.progress()
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if reason.check(ResponseDone):
-            self.complete = True
-        if self.file is None or self.finished.called:
-            return
-        if not self.complete:
-            if self.expected is not None and self.received < self.expected:
-                error = MirrorError(
-                    f"short body: connection closed after {self.received} "
-                    f"of {self.expected} bytes ({describe_failure(reason)})"
-                )
-                self.finished.errback(error)
-            else:
-                self.finished.errback(reason)
-        elif self.expected is not None and self.received != self.expected:
-            error = MirrorError(f"short body: {self.received} of {self.expected} bytes")
-            self.finished.errback(error)
-        else:
-            self.finished.callback(self.received)
-
-    def abort(self) -> None:
-        """Drop the connection, unless the body is complete (then it is reused)."""
-        if not self.started:
-            self.started = True
-            cast(Any, self.response).deliverBody(Discard())
-        elif self.transport is not None and not self.complete:
-            # A response body's transport is a producer; stopping it drops the
-            # connection (it has no abortConnection).
-            cast(IPushProducer, self.transport).stopProducing()
-
-    def release(self) -> None:
-        """
-        What the state that owns the response does when it is left: stop
-        writing, stop feeding the machine, drop the connection (unless the
-        whole body was received).
-        """
-        self.file = None
-        self.progress = None
-        self.abort()
-
-
-class TempFile:
-    """
-    A temporary file in the output directory, renamed into place by
-    `commit` and deleted by `release` if it never was.
-    """
-
-    def __init__(self, directory: Path, index: int) -> None:
-        fd, name = tempfile.mkstemp(dir=directory, prefix=f".{index}.", suffix=".part")
-        self.path = Path(name)
-        self.file: IO[bytes] = os.fdopen(fd, "wb")
-        self.committed = False
-
-    def commit(self, final: Path) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.path, final)
-        self.committed = True
-
-    def release(self) -> None:
-        self.file.close()
-        if not self.committed:
-            self.path.unlink(missing_ok=True)
-
-
-@dataclass
-class Download:
-    """The data of ``receiving``: what the body is being fetched with."""
-
-    mirror: str
-    temp: TempFile
-    body: BodyReceiver
-    call: GuardedCall[int]
-
-
-log = structlog.get_logger("examples.mirror_fetch")
-
-builder = OperationBuilder(BlobFetch, Job, name="blob-fetch", timeouts=DEFAULT_TIMEOUTS)
-idle = builder.state("idle")
-requesting = builder.state("requesting", resources=["request"])
-
-
-def start_download(inputs: BlobFetch, op: Op, reply: Reply) -> Download:
-    job = op.core
-    # Own the response first: if anything below fails, releasing it still
-    # drops its connection.
-    body = op.own(
-        BodyReceiver(reply.response, op.clock.seconds), BodyReceiver.release, name="response body"
-    )
-    temp = op.own(TempFile(job.out, job.index), TempFile.release, name="temporary file")
-    call = job.timeouts.call(
-        op,
-        body.start,
-        temp.file,
-        kind=BODY_KIND,
-        peer=reply.mirror,
-        on_result=inputs.body_done,
-        on_failure=inputs.body_failed,
-        on_timeout=inputs.stalled,
-    )
-    body.progress = call.progress
-    return Download(reply.mirror, temp, body, call)
-
-
-receiving = builder.state(
-    "receiving", start_download, resources=["response body", "temporary file", "body call"]
-)
-done = builder.terminal_state("done")
-builder.timeout(BlobFetch.request_stalled, kind=HEADERS_KIND)
-builder.timeout(BlobFetch.stalled, kind=BODY_KIND)
-
-
-def next_mirror(inputs: BlobFetch, op: Op) -> None:
-    """
-    Request the blob from the mirrors not tried yet (the first of them, and
-    more if hedging), or give up if none is left.
-    """
-    job = op.core
-    mirrors = job.mirrors.order(job.index, job.tried)
-    if not mirrors:
-        inputs.exhausted()
-        return
-    race = Race(op)
-    race.call = job.timeouts.hedged(
-        op,
-        race.attempt,
-        kind=HEADERS_KIND,
-        peers=mirrors,
-        on_result=lambda reply: settle_race(race, reply, inputs),
-        on_failure=inputs.request_failed,
-        on_timeout=inputs.request_stalled,
-    )
-
-
-def settle_race(race: Race, reply: Reply, inputs: BlobFetch) -> None:
-    stats = race.op.core.mirrors.stats
-    losers = [m for m in race.cancelled if m != reply.mirror]
-    if losers:
-        stats[reply.mirror].hedges_won += 1
-        for mirror in losers:
-            stats[mirror].hedges_lost += 1
-    inputs.answered(reply)
-
-
-@idle.upon(BlobFetch.start).to(requesting)
-def start(inputs: BlobFetch, op: Op) -> None:
-    next_mirror(inputs, op)
-
-
-requesting.upon(BlobFetch.answered).to(receiving).returns(None)
-
-
-@requesting.upon(BlobFetch.request_failed).loop()
-def request_failed(inputs: BlobFetch, op: Op, reason: Failure) -> None:
-    # Race.attempt already recorded the mirror's error.
-    next_mirror(inputs, op)
-
-
-@requesting.upon(BlobFetch.request_stalled).loop()
-def request_stalled(inputs: BlobFetch, op: Op, timed_out: TimedOut) -> None:
-    log.info(
-        "stall detected: no response",
-        blob=op.core.index,
-        mirror=timed_out.peer,
-        rule=timed_out.rule,
-        waited=round(timed_out.waited, 3),
-        limit=round(timed_out.limit, 3),
-    )
-    next_mirror(inputs, op)
-
-
-@requesting.upon(BlobFetch.exhausted).to(done)
-def exhausted(inputs: BlobFetch, op: Op) -> None:
-    op.fail(BlobUnavailable(op.core.index, op.core.errors))
-
-
-@receiving.upon(BlobFetch.body_done).to(done)
-def body_done(inputs: BlobFetch, op: Op, download: Download, size: int) -> None:
-    download.temp.commit(op.core.out / str(op.core.index))
-    op.core.mirrors.good(download.mirror)
-    if op.core.errors:
-        log.info("blob fetched after failover", blob=op.core.index, mirror=download.mirror)
-    op.succeed(download.mirror)
-
-
-@receiving.upon(BlobFetch.body_failed).to(requesting)
-def body_failed(inputs: BlobFetch, op: Op, download: Download, reason: Failure) -> None:
-    op.core.errors.append((download.mirror, describe_failure(reason)))
-    op.core.mirrors.bad(download.mirror)
-    next_mirror(inputs, op)
-
-
-@receiving.upon(BlobFetch.stalled).to(requesting)
-def stalled(inputs: BlobFetch, op: Op, download: Download, timed_out: TimedOut) -> None:
-    silence = op.clock.seconds() - download.body.last
-    op.core.errors.append(
-        (
-            download.mirror,
-            f"stalled: no body data for {silence:.2f}s after {download.body.received} bytes",
-        )
-    )
-    op.core.mirrors.bad(download.mirror, stall_detected_after=silence)
-    log.info(
-        "stall detected: body stopped",
-        blob=op.core.index,
-        mirror=download.mirror,
-        rule=timed_out.rule,
-        silent_for=round(silence, 3),
-        limit=round(timed_out.limit, 3),
-        received=download.body.received,
-    )
-    next_mirror(inputs, op)
-
-
-idle.upon(BlobFetch.cancel).to(done).returns(None)
-requesting.upon(BlobFetch.cancel).to(done).returns(None)
-receiving.upon(BlobFetch.cancel).to(done).returns(None)
-
-blob_fetch_machine = builder.build()
-
-
-# -- the program -----------------------------------------------------------------
-
-
-class Fetcher:
-    """
-    Runs up to ``concurrency`` blob operations at a time, and cancels them
-    all on Ctrl-C (``operations``, an ``OperationService``).  ``registry``
-    lists them for the inspector page.
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        mirrors: list[str],
-        count: int,
-        out: Path,
-        concurrency: int,
-        config: TimeoutConfig,
-        progress: ProgressLine | None,
-    ) -> None:
-        self.reactor = reactor
-        self.count = count
-        self.out = out
-        self.concurrency = concurrency
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = concurrency
-        # Our requests are counted and guarded one by one: no silent retries.
-        self.pool.retryAutomatically = False
-        self.agent = Agent(reactor, pool=self.pool)
-        self.timeouts = Timeouts(config)
-        self.mirrors = Mirrors(mirrors, reactor.seconds)
-        self.pending = deque(range(count))
-        self.running: dict[int, Op] = {}
-        self.fetched = 0
-        self.failures: list[str] = []
-        self.interrupted = False
-        self.closing = False
-        self.not_started = 0
-        self.progress = progress
-        self.show_progress = progress is not None
-        self.operations = OperationService(clock=reactor)
-        self.operations.startService()
-        self.stopping: Deferred[None] | None = None
-        self.registry = Registry(history=20)
-        self.finished: Deferred[int] = Deferred()
-        self.started = time.monotonic()
-
-    def start(self) -> None:
-        self._fill()
-
-    def _fill(self) -> None:
-        while self.pending and len(self.running) < self.concurrency and not self.interrupted:
-            index = self.pending.popleft()
-            job = Job(index, self.out, self.agent, self.timeouts, self.mirrors)
-            op = blob_fetch_machine(job, clock=self.reactor, registry=self.registry)
-            self.running[index] = op
-            op.completion.addBoth(self._completed, index)
-            op.inputs.start()
-            self.operations.track(op)
-        if not self.running:
-            self._finish()
-
-    def _completed(self, result: object, index: int) -> None:
-        del self.running[index]
-        if isinstance(result, Failure):
-            if isinstance(result.value, BlobUnavailable):
-                self.failures.append(str(result.value))
-            elif not result.check(CancelledError):
-                self.failures.append(f"blob {index}: {describe_failure(result)}")
-        else:
-            self.fetched += 1
-        self._draw()
-        self._fill()
-
-    def interrupt(self) -> None:
-        """Ctrl-C: cancel every operation (a second Ctrl-C forces them)."""
-        if self.closing:
-            return  # everything is done already: finish normally
-        if self.stopping is not None:
-            self.stopping.cancel()  # stop waiting for cleanup: force
-            return
-        self.interrupted = True
-        self.not_started += len(self.pending)
-        self.pending.clear()
-        self.stopping = self.operations.stopService()
-
-    def _finish(self) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        self._draw(final=True)
-        d = self.pool.closeCachedConnections()
-        d.addBoth(lambda _: self.finished.callback(self.exit_status()))
-
-    def exit_status(self) -> int:
-        if self.interrupted:
-            return EXIT_INTERRUPTED
-        return 1 if self.failures else 0
-
-    def _draw(self, final: bool = False) -> None:
-        if self.progress is None:
-            return
-        if final:
-            self.progress.clear()
+    count: int
+    concurrency: int
+    registry: Registry | None = None
+    progress: ProgressLine | None = None
+    fetched: int = 0
+    failures: list[str] = field(default_factory=list)
+    group: ChildGroup[int, str] | None = None
+
+    def start_blob(self, op: RunOp, index: int) -> Operation[Any, Any, str]:
+        blob = blob_fetch_machine(Blob(index, self.mirrors), clock=op.clock, registry=self.registry)
+        blob.inputs.start()
+        return blob
+
+    def draw(self) -> None:
+        if self.progress is None or self.group is None:
             return
         done = self.fetched + len(self.failures)
-        width = 30
-        filled = width * done // self.count
-        stalls = sum(s.stalls for s in self.mirrors.stats.values())
-        bar = "#" * filled + "." * (width - filled)
+        filled = 30 * done // self.count
+        stats = self.mirrors.stats.values()
         self.progress.show(
-            f"[{bar}] {done}/{self.count} blobs, {len(self.running)} in flight, {stalls} stalls"
+            f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.count} blobs, "
+            f"{len(self.group.live)} in flight, {len(self.mirrors.resends)} stalls, "
+            f"{sum(s.errors for s in stats)} errors"
         )
 
-    def report(self) -> dict[str, object]:
-        return {
-            "fetched": self.fetched,
-            "failed": len(self.failures),
-            "mirrors": self.mirrors.report(),
-            "max_stall_detection_seconds": round(self.mirrors.max_stall_detection, 3),
-        }
+
+RunOp = Operation[MirrorFetch, Run]
+
+builder = OperationBuilder(MirrorFetch, Run, name="mirror-fetch")
+idle = builder.state("idle")
+fetching = builder.state("fetching", resources=["blobs"], children=[blob_fetch_machine])
+done = builder.terminal_state("done")
+
+
+@idle.upon(MirrorFetch.start).to(fetching)
+def start(inputs: MirrorFetch, op: RunOp) -> None:
+    run = op.core
+    run.group = op.children(
+        ((i, partial(run.start_blob, op, i)) for i in range(run.count)),
+        on_result=inputs.fetched,
+        on_failure=inputs.failed,
+        limit=run.concurrency,
+        name="blobs",
+    )
+
+
+def settled(inputs: MirrorFetch, op: RunOp, *_: object, **__: object) -> bool:
+    return op.core.group is not None and op.core.group.settled
+
+
+def count(inputs: MirrorFetch, op: RunOp, index: int, outcome: str | Failure) -> None:
+    run = op.core
+    if not isinstance(outcome, Failure):
+        run.fetched += 1
+    elif isinstance(outcome.value, BlobUnavailable):
+        run.failures.append(str(outcome.value))
+    else:
+        run.failures.append(f"blob {index}: {describe_failure(outcome)}")
+    run.draw()
+
+
+def finish(inputs: MirrorFetch, op: RunOp, index: int, outcome: str | Failure) -> None:
+    count(inputs, op, index, outcome)
+    op.succeed(None)
+
+
+fetching.upon(MirrorFetch.fetched).to(done, when=settled)(finish)
+fetching.upon(MirrorFetch.fetched).loop()(count)
+fetching.upon(MirrorFetch.failed).to(done, when=settled)(finish)
+fetching.upon(MirrorFetch.failed).loop()(count)
+(idle | fetching).upon(MirrorFetch.cancel).to(done).returns(None)
+
+mirror_fetch_machine = builder.build()
+
+
+# -- the report ------------------------------------------------------------------
+
+
+def report(run: Run, seconds: float) -> dict[str, object]:
+    """What ``--json`` prints."""
+    mirrors = run.mirrors
+    timeouts = mirrors.timeouts
+    per_mirror: dict[str, dict[str, object]] = {}
+    for url, stats in mirrors.stats.items():
+        explained = timeouts.explain(KIND, url)
+        limits = {"first_sign": explained.first_sign, "silence": explained.silence}
+        if explained.hedge is not None:
+            limits["hedge"] = explained.hedge
+        per_mirror[url] = {
+            **asdict(stats),
+            "health": timeouts.health(url).state,
+            "limits": {k: {"seconds": round(v.seconds, 3), "source": v.source}
+                       for k, v in limits.items()},
+        }  # fmt: skip
+    resends = [
+        {"blob": r.blob, "from": r.source, "to": r.target, "after": round(r.silent_for, 3),
+         "how": r.how}
+        for r in mirrors.resends
+    ]  # fmt: skip
+    return {
+        "fetched": run.fetched,
+        "failed": len(run.failures),
+        "seconds": round(seconds, 3),
+        "mirrors": per_mirror,
+        "max_stall_detection_seconds": round(
+            max((r.silent_for for r in mirrors.resends), default=0.0), 3
+        ),
+        "resends": resends,
+    }
 
 
 # -- command line ----------------------------------------------------------------
@@ -783,8 +301,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
 
-    import logging
-
     from twisted.internet import reactor as global_reactor
 
     from examples._servers import setup_logging
@@ -793,61 +309,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     setup_logging(getattr(logging, settings.log_level.upper()), cast(TextIO, progress))
     reactor: Any = global_reactor  # Twisted's zope interfaces confuse mypy without a plugin
-    fetcher = Fetcher(
-        reactor,
-        settings.mirrors,
-        settings.count,
-        settings.out,
-        settings.concurrency,
-        settings.config,
-        progress,
-    )
+    mirrors = Mirrors(settings.mirrors, settings.out, Timeouts(settings.config), reactor)
+    registry = Registry(history=20)
+    run = Run(mirrors, settings.count, settings.concurrency, registry, progress)
+    op = mirror_fetch_machine(run, clock=reactor, registry=run.registry)
+    operations = OperationService(clock=reactor)
+    operations.startService()
+    operations.track(op)
     if settings.inspect is not None:
         from fsmcancel.inspector import listen_inspector
 
-        inspector = listen_inspector(fetcher.registry, settings.inspect, reactor=reactor)
+        inspector = listen_inspector(registry, settings.inspect, reactor=reactor)
         address: Any = inspector.getHost()
         print(f"inspector on http://{address.host}:{address.port}/", file=sys.stderr, flush=True)
-    # Whatever stops the reactor, nothing is left running: the operations
-    # are cancelled, and waited for, before it shuts down.
-    reactor.addSystemEventTrigger("before", "shutdown", fetcher.operations.stopService)
+    # Whatever stops the reactor, nothing is left running: the run is
+    # cancelled, and waited for, before it shuts down.
+    reactor.addSystemEventTrigger("before", "shutdown", operations.stopService)
+    signals: list[signal.Signals] = []
+    stopping: list[Deferred[None]] = []
 
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        reactor.callFromThread(fetcher.interrupt)
+    def interrupt(signum: int) -> None:
+        """The first signal cancels the run; a second forces its cleanup."""
+        if op.done:
+            return
+        signals.append(signal.Signals(signum))
+        if stopping:
+            stopping[0].cancel()
+        else:
+            stopping.append(operations.stopService())
 
-    signal.signal(signal.SIGINT, on_sigint)
-    status: list[int] = []
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        reactor.callFromThread(interrupt, signum)
 
-    def finished(code: int) -> None:
-        status.append(code)
-        reactor.stop()
-
-    fetcher.finished.addCallback(finished)
-    reactor.callWhenRunning(fetcher.start)
+    for signum in EXIT_ON:
+        signal.signal(signum, on_signal)
+    outcome: list[object] = []
+    started = reactor.seconds()
+    op.completion.addBoth(outcome.append).addBoth(lambda _: reactor.stop())
+    reactor.callWhenRunning(op.inputs.start)
     reactor.run(installSignalHandlers=False)
-    code = status[0] if status else 1
+    elapsed = reactor.seconds() - started
+    if progress is not None:
+        progress.clear()
 
-    if code == EXIT_INTERRUPTED:
-        cancelled = settings.count - fetcher.fetched - len(fetcher.failures) - fetcher.not_started
+    group = run.group
+    started_blobs = group.started if group is not None else 0
+    if signals:
+        code = EXIT_ON[signals[0]]
+        cancelled = started_blobs - run.fetched - len(run.failures)
         left = len(list(settings.out.glob(".*.part")))
         files = "no partial files left" if not left else f"{left} temporary files left behind!"
         print(
-            f"interrupted: {fetcher.fetched} of {settings.count} blobs written, "
-            f"{cancelled} in flight cancelled, {fetcher.not_started} not started; {files}",
+            f"interrupted: {run.fetched} of {run.count} blobs written, {cancelled} in flight "
+            f"cancelled, {run.count - started_blobs} not started; {files}",
             file=sys.stderr,
         )
     else:
-        for failure in fetcher.failures:
+        code = 1 if run.failures or not outcome or isinstance(outcome[0], Failure) else 0
+        if outcome and isinstance(outcome[0], Failure) and not run.failures:
+            print(f"error: {describe_failure(outcome[0])}", file=sys.stderr)
+        for failure in run.failures:
             print(f"error: {failure}", file=sys.stderr)
-        if fetcher.show_progress:
-            elapsed = time.monotonic() - fetcher.started
+        if progress is not None:
             print(
-                f"{fetcher.fetched} of {settings.count} blobs written to {settings.out} "
-                f"in {elapsed:.1f}s",
+                f"{run.fetched} of {run.count} blobs written to {settings.out} in {elapsed:.1f}s",
                 file=sys.stderr,
             )
     if settings.json:
-        print(json.dumps(fetcher.report()))
+        print(json.dumps(report(run, elapsed)))
     return code
 
 

@@ -2,23 +2,35 @@
 A mirror for ``examples.mirror_fetch``: serves deterministic blobs over HTTP,
 slowly, and can go silent like a host that vanished without a FIN or RST.
 
-    python -m examples.mirror_server --port 0 --latency-ms 200 --chunks 4 \\
-        --stall-after 5 --stall-mode mid-body
+    python -m examples.mirror_server --port 0 --latency-ms 40 --latency-sigma 0.8 \\
+        --slow-share 0.05 --slow-ms 300:1500 --stall-share 0.1 --seed 3
 
-``GET /blob/{i}`` answers with ``blob_bytes(i, size)``.  The body is streamed in
-``--chunks`` pieces spread over the latency, with ``callLater`` (the server
-never blocks): the response headers and the first chunk after one step, each
-further chunk one step later, a step being ``latency / chunks`` with its own
-uniform jitter of ``± latency-jitter / chunks``.
+``GET /blob/{i}`` answers with ``blob_bytes(i, size)`` and its RFC 9530
+``Repr-Digest: sha-256=:<base64>:`` (``--no-digest`` leaves it out).  The
+body is streamed in ``--chunks`` pieces spread over the request's latency,
+with ``callLater`` (the server never blocks): the response headers and the
+first chunk after one step, each further chunk one step later.  A request's
+latency is ``--latency-ms``, or with ``--latency-sigma S`` lognormal with that
+median; ``--latency-jitter-ms`` adds a uniform jitter of ``± jitter / chunks``
+to each step.
 
-After ``--stall-after K`` requests every further request stalls: with
-``no-response`` the request is read and nothing is ever sent; with
-``mid-body`` the headers and the first chunk are sent, then nothing.  A
+Slow but alive: ``--slow-share P`` of the requests (at random) take
+``--slow-ms LO:HI`` more (uniform), in one pause before the headers
+(``--slow-where first-byte``) or before a chunk in the middle of the body
+(``mid-body``).
+
+Stalls: with ``--stall-after K`` every request after the K-th stalls; with
+``--stall-share P`` each request stalls with probability P.  With
+``--stall-mode no-response`` the request is read and nothing is ever sent;
+with ``mid-body`` the headers and the first chunk are sent, then nothing.  A
 stalled connection is never closed by the server: only the client can.
+Every random draw comes from one generator seeded by ``--seed``.
 
-``--fail-blobs 2,5 --fail-mode status|short|reset`` makes those blobs fail
-here: a 500, a body cut short (the connection closed before Content-Length
-bytes were sent), or a reset connection.
+``--fail-blobs 2,5 --fail-mode MODE`` makes those blobs fail here: ``status``
+(a 500), ``short`` (the connection closed before Content-Length bytes were
+sent), ``reset`` (a reset connection), ``digest`` (a Repr-Digest that does not
+match the body) or ``excess`` (``Content-Length`` and ``Repr-Digest`` say
+half the blob, and the whole blob is sent).
 
 Prints ``listening on 127.0.0.1:N`` (port 0 picks a free port), then one line
 per request (``GET /blob/3 -> 200``, ``... -> stalled``, ``... -> 500``...)
@@ -26,13 +38,19 @@ and per connection (``connection 4 opened``, ``connection 4 closed``, with
 ``while stalled after 1.234s at T`` when a stalled request was pending, T
 being ``time.monotonic()``), all flushed at once, so a test can follow the
 server from its output.  ``--log-first-byte`` adds a line when each
-response's headers and first chunk are sent.
+response's headers and first chunk are sent.  ``--log-times`` appends
+`` at T`` to each request line and adds ``GET /blob/3 silent at T`` when a
+stalled request's silence begins (on arrival, or after the first chunk), so
+that the time from a mirror going silent to another mirror receiving the
+same blob can be measured from the servers' side.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import math
 import random
 import re
 import sys
@@ -68,6 +86,11 @@ def blob_bytes(index: int, size: int = DEFAULT_BLOB_SIZE) -> bytes:
     return bytes(out[:size])
 
 
+def repr_digest(body: bytes) -> bytes:
+    """The RFC 9530 ``Repr-Digest`` field value of ``body`` (sha-256)."""
+    return b"sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()) + b":"
+
+
 def say(line: str) -> None:
     print(line, flush=True)
 
@@ -75,21 +98,27 @@ def say(line: str) -> None:
 @dataclass
 class MirrorConfig:
     latency: float = 0.05
+    sigma: float = 0.0
     jitter: float = 0.0
     chunks: int = 4
+    slow_share: float = 0.0
+    slow: tuple[float, float] = (0.3, 1.5)
+    slow_where: str = "first-byte"
     stall_after: int | None = None
+    stall_share: float = 0.0
     stall_mode: str = "no-response"
     blob_size: int = DEFAULT_BLOB_SIZE
     fail_blobs: frozenset[int] = frozenset()
     fail_mode: str = "status"
-    seed: int = 0
+    digest: bool = True
     log_first_byte: bool = False
+    log_times: bool = False
 
 
 @dataclass
 class Mirror:
     """
-    The server's state: the request counter, the random steps, the open
+    The server's state: the request counter, the random draws, the open
     connections.
     """
 
@@ -98,11 +127,33 @@ class Mirror:
     connections: int = 0
     random: random.Random = field(default_factory=random.Random)
 
-    def step(self) -> float:
+    def steps(self) -> list[float]:
+        """The delays before each chunk of one response (the first: the headers too)."""
         c = self.config
-        base = c.latency / c.chunks
+        latency = c.latency
+        if c.sigma > 0:
+            latency *= math.exp(c.sigma * self.random.gauss(0.0, 1.0))
         spread = c.jitter / c.chunks
-        return max(0.0, base + self.random.uniform(-spread, spread))
+        steps = [
+            max(0.0, latency / c.chunks + self.random.uniform(-spread, spread))
+            for _ in range(c.chunks)
+        ]
+        if c.slow_share and self.random.random() < c.slow_share:
+            where = 0 if c.slow_where == "first-byte" or c.chunks == 1 else None
+            if where is None:
+                where = self.random.randrange(1, c.chunks)
+            steps[where] += self.random.uniform(*c.slow)
+        return steps
+
+    def stalls(self) -> bool:
+        """Does the request just counted stall?"""
+        c = self.config
+        if c.stall_after is not None and self.requests > c.stall_after:
+            return True
+        return bool(c.stall_share) and self.random.random() < c.stall_share
+
+    def when(self) -> str:
+        return f" at {time.monotonic():.6f}" if self.config.log_times else ""
 
 
 class Channel(HTTPChannel):
@@ -150,27 +201,29 @@ class Blobs(Resource):
         mirror = self.mirror
         c = mirror.config
         mirror.requests += 1
-        channel: Any = request.channel
-        if c.stall_after is not None and mirror.requests > c.stall_after:
-            say(f"{what} -> stalled")
-            channel.stalled_since = time.monotonic()
+        body = blob_bytes(index, c.blob_size)
+        if mirror.stalls():
+            say(f"{what} -> stalled{mirror.when()}")
             if c.stall_mode == "mid-body":
-                Stream(request, mirror, blob_bytes(index, c.blob_size), stall=True).start()
+                Stream(request, mirror, body, stall=True).start()
+            else:
+                Stream.silent(request, mirror)
             return NOT_DONE_YET
-        if index in c.fail_blobs:
+        if index in c.fail_blobs and c.fail_mode not in ("digest", "excess"):
             if c.fail_mode == "status":
-                say(f"{what} -> 500")
+                say(f"{what} -> 500{mirror.when()}")
                 request.setResponseCode(500)
                 return b"this mirror has lost that blob\n"
             if c.fail_mode == "reset":
-                say(f"{what} -> reset")
-                channel.transport.abortConnection()
+                say(f"{what} -> reset{mirror.when()}")
+                cast(Any, request.channel).transport.abortConnection()
                 return NOT_DONE_YET
-            say(f"{what} -> short")
-            Stream(request, mirror, blob_bytes(index, c.blob_size), short=True).start()
+            say(f"{what} -> short{mirror.when()}")
+            Stream(request, mirror, body, short=True).start()
             return NOT_DONE_YET
-        say(f"{what} -> 200")
-        Stream(request, mirror, blob_bytes(index, c.blob_size)).start()
+        outcome = c.fail_mode if index in c.fail_blobs else "200"
+        say(f"{what} -> {outcome}{mirror.when()}")
+        Stream(request, mirror, body, fault=outcome).start()
         return NOT_DONE_YET
 
 
@@ -188,44 +241,59 @@ class Stream:
         *,
         stall: bool = False,
         short: bool = False,
+        fault: str = "200",
     ) -> None:
         self.request = request
         self.mirror = mirror
         n = mirror.config.chunks
         size = -(-len(body) // n)
         self.chunks = [body[i : i + size] for i in range(0, len(body), size)]
+        self.steps = mirror.steps()
         if stall:
             self.chunks = [*self.chunks[:1], b""]  # a last "chunk" that never comes
         if short:
             self.chunks = self.chunks[: max(1, len(self.chunks) // 2)]
+        # What the headers declare: the whole blob, or half of it ("excess").
+        self.declared = body[: len(body) // 2] if fault == "excess" else body
+        self.digest = repr_digest(b"wrong" + body if fault == "digest" else self.declared)
         self.stall = stall
         self.short = short
-        self.total = len(body)
         self.timer: Any = None
         self.gone = False
-        self.first = True
+        self.sent = 0
         request.notifyFinish().addErrback(self.client_went_away)
+
+    @staticmethod
+    def silent(request: Request, mirror: Mirror) -> None:
+        """A request that gets nothing, ever."""
+        cast(Any, request.channel).stalled_since = time.monotonic()
+        if mirror.config.log_times:
+            say(f"GET {request.path.decode(errors='replace')} silent{mirror.when()}")
 
     def start(self) -> None:
         self.request.setHeader(b"content-type", b"application/octet-stream")
-        self.request.setHeader(b"content-length", str(self.total).encode())
+        self.request.setHeader(b"content-length", str(len(self.declared)).encode())
+        if self.mirror.config.digest:
+            self.request.setHeader(b"repr-digest", self.digest)
         self.schedule()
 
     def schedule(self) -> None:
-        self.timer = reactor.callLater(self.mirror.step(), self.send)
+        step = self.steps[min(self.sent, len(self.steps) - 1)]
+        self.timer = reactor.callLater(step, self.send)
 
     def send(self) -> None:
         self.timer = None
         if self.gone:
             return
         chunk = self.chunks.pop(0)
-        if self.stall and not self.chunks:
-            return  # silent from now on, connection left open
-        if self.first and self.mirror.config.log_first_byte:
+        if not self.sent and self.mirror.config.log_first_byte:
             say(f"GET {self.request.path.decode(errors='replace')} first byte sent")
-        self.first = False
+        self.sent += 1
         self.request.write(chunk)
-        if self.chunks:
+        if self.stall and len(self.chunks) == 1:
+            # Silent from now on, connection left open.
+            Stream.silent(self.request, self.mirror)
+        elif self.chunks:
             self.schedule()
         elif self.short:
             cast(Any, self.request.channel).transport.loseConnection()
@@ -253,9 +321,29 @@ def _non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
+    if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
+
+
+def _share(text: str) -> float:
+    value = _non_negative(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}")
+    return value
+
+
+def _range_ms(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(":")
+    try:
+        if not sep:
+            raise argparse.ArgumentTypeError
+        lo, hi = _non_negative(low), _non_negative(high)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH in ms, got {text!r}") from None
+    if lo > hi:
+        raise argparse.ArgumentTypeError(f"expected LOW <= HIGH, got {text!r}")
+    return lo / 1000, hi / 1000
 
 
 def _positive_int(text: str) -> int:
@@ -273,22 +361,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--port", type=int, required=True, help="port on 127.0.0.1 (0: any free)")
     p.add_argument("--latency-ms", type=_non_negative, default=50.0)
+    p.add_argument("--latency-sigma", type=_non_negative, default=0.0, metavar="S")
     p.add_argument("--latency-jitter-ms", type=_non_negative, default=0.0)
     p.add_argument("--chunks", type=_positive_int, default=4)
+    p.add_argument("--slow-share", type=_share, default=0.0, metavar="P")
+    p.add_argument("--slow-ms", type=_range_ms, default=(0.3, 1.5), metavar="LO:HI")
+    p.add_argument("--slow-where", choices=["first-byte", "mid-body"], default="first-byte")
     p.add_argument("--stall-after", type=int, default=None, metavar="K")
+    p.add_argument("--stall-share", type=_share, default=0.0, metavar="P")
     p.add_argument("--stall-mode", choices=["no-response", "mid-body"], default="no-response")
     p.add_argument("--blob-size", type=_positive_int, default=DEFAULT_BLOB_SIZE)
     p.add_argument("--fail-blobs", type=_indices, default=frozenset(), metavar="I,J")
-    p.add_argument("--fail-mode", choices=["status", "short", "reset"], default="status")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latency jitter")
+    p.add_argument(
+        "--fail-mode",
+        choices=["status", "short", "reset", "digest", "excess"],
+        default="status",
+    )
+    p.add_argument("--no-digest", action="store_true", help="send no Repr-Digest")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     p.add_argument(
         "--log-first-byte", action="store_true", help="say when a response's first byte is sent"
+    )
+    p.add_argument(
+        "--log-times", action="store_true", help="say when requests arrive and stalls begin"
     )
     args = p.parse_args(argv)
     if args.stall_after is not None and args.stall_after < 0:
         p.error(f"--stall-after must be >= 0, got {args.stall_after}")
-    if args.blob_size < 2 and args.fail_mode == "short" and args.fail_blobs:
-        p.error("--fail-mode short needs --blob-size of at least 2")
+    if args.blob_size < 2 and args.fail_mode in ("short", "excess") and args.fail_blobs:
+        p.error(f"--fail-mode {args.fail_mode} needs --blob-size of at least 2")
     return args
 
 
@@ -296,14 +397,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = MirrorConfig(
         latency=args.latency_ms / 1000,
+        sigma=args.latency_sigma,
         jitter=min(args.latency_jitter_ms, args.latency_ms) / 1000,
         chunks=args.chunks,
+        slow_share=args.slow_share,
+        slow=args.slow_ms,
+        slow_where=args.slow_where,
         stall_after=args.stall_after,
+        stall_share=args.stall_share,
         stall_mode=args.stall_mode,
         blob_size=args.blob_size,
         fail_blobs=args.fail_blobs,
         fail_mode=args.fail_mode,
+        digest=not args.no_digest,
         log_first_byte=args.log_first_byte,
+        log_times=args.log_times,
     )
     mirror = Mirror(config, random=random.Random(args.seed))
     site = Site(Blobs(mirror))

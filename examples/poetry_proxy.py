@@ -12,9 +12,12 @@ the cached copy at once.
 
 Two machines (``fsmcancel diagram examples.poetry_proxy`` draws them):
 
-``poem_download`` -- one download from the upstream server.  ``connecting``
-owns the connect attempt and ``receiving`` owns the upstream connection, so
-cancelling the download aborts whichever is live.
+``poem_download`` (`examples.poem_download`) -- one download from the
+upstream server, its connect and its poem guarded by ``fsmcancel.timeouts``
+(``--timeouts FILE``, default ``examples/proxy_timeouts.toml``).  An upstream
+that accepts and never sends, or stops half-way, is given up: the download
+fails saying so, the upstream connection is aborted and every waiting client
+is closed without a poem.  A slow upstream that keeps sending is never cut.
 
 ``proxy_request`` -- one client of the proxy.  ``waiting`` owns the client
 connection, a *subscription* to the shared download and the Deferred
@@ -42,16 +45,26 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
+from examples.poem_download import (
+    DEFAULT_TIMEOUTS,
+    Connector,
+    DownloadOp,
+    PoetryClient,
+    Upstream,
+    UpstreamError,
+    poem_download,
+    transport_of,
+)
 from fsmcancel import (
     Cancellable,
     Operation,
@@ -60,138 +73,19 @@ from fsmcancel import (
     OperationService,
     Registry,
 )
+from fsmcancel.timeouts import ConfigError, Timeouts, load_config
+
+__all__ = [
+    "PoetryClient",
+    "PoetryProxyProtocol",
+    "ProxyService",
+    "UpstreamError",
+    "main",
+    "poem_download",
+    "proxy_request",
+]
 
 log = structlog.get_logger("poetry_proxy")
-
-
-def transport_of(p: protocol.Protocol) -> Any:
-    """
-    ``p.transport``, untyped: Twisted's interfaces do not type-check as
-    classes without the zope plugin.
-    """
-    return p.transport
-
-
-class Connector(Protocol):
-    """
-    What a download needs of the upstream address: an
-    ``IStreamClientEndpoint`` such as ``TCP4ClientEndpoint``.
-    """
-
-    def connect(self, protocolFactory: Any) -> Deferred[Any]: ...
-
-
-class UpstreamError(Exception):
-    """
-    The upstream server did not send a whole poem.
-    """
-
-
-# -- one download from the upstream server -----------------------------------
-
-
-class PoemDownload(Cancellable, Protocol):
-    def start(self) -> None: ...
-    def connected(self, client: PoetryClient) -> None: ...
-    def connect_failed(self, reason: Failure) -> None: ...
-    def received(self, data: bytes) -> None: ...
-    def closed(self, reason: Failure) -> None: ...
-
-
-@dataclass
-class Upstream:
-    endpoint: Connector
-    address: str
-
-
-DownloadOp = Operation[PoemDownload, Upstream]
-
-
-class PoetryClient(protocol.Protocol):
-    """
-    Feeds what the upstream connection does into a download, until detached.
-    """
-
-    def __init__(self, inputs: PoemDownload | None) -> None:
-        self.inputs = inputs
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.inputs is not None:
-            self.inputs.received(data)
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        if self.inputs is not None:
-            self.inputs.closed(reason)
-
-    def release(self) -> None:
-        """
-        What the state owning the upstream connection does when it is left:
-        stop feeding the machine, and drop the connection now.
-        """
-        self.inputs = None
-        if self.transport is not None:
-            transport_of(self).abortConnection()
-
-
-@dataclass
-class Transfer:
-    """
-    The data of ``receiving``: the poem so far.
-    """
-
-    chunks: list[bytes] = field(default_factory=list)
-
-
-def receive_from(inputs: PoemDownload, op: DownloadOp, client: PoetryClient) -> Transfer:
-    op.own(client, PoetryClient.release, name="upstream connection")
-    return Transfer()
-
-
-_download = OperationBuilder(PoemDownload, Upstream, name="poem-download")
-download_idle = _download.state("idle")
-connecting = _download.state("connecting", resources=["connect attempt"])
-receiving = _download.state("receiving", receive_from, resources=["upstream connection"])
-download_done = _download.terminal_state("done")
-
-
-@download_idle.upon(PoemDownload.start).to(connecting)
-def connect(inputs: PoemDownload, op: DownloadOp) -> None:
-    factory = protocol.Factory.forProtocol(lambda: PoetryClient(inputs))
-    attempt = op.core.endpoint.connect(factory)
-    op.watch(attempt, inputs.connected, inputs.connect_failed, name="connect attempt")
-
-
-connecting.upon(PoemDownload.connected).to(receiving).returns(None)
-
-
-@connecting.upon(PoemDownload.connect_failed).to(download_done)
-def connect_failed(inputs: PoemDownload, op: DownloadOp, reason: Failure) -> None:
-    op.fail(reason)
-
-
-@receiving.upon(PoemDownload.received).loop()
-def got_chunk(inputs: PoemDownload, op: DownloadOp, transfer: Transfer, data: bytes) -> None:
-    transfer.chunks.append(data)
-
-
-@receiving.upon(PoemDownload.closed).to(download_done)
-def upstream_closed(
-    inputs: PoemDownload, op: DownloadOp, transfer: Transfer, reason: Failure
-) -> None:
-    poem = b"".join(transfer.chunks)
-    if not poem:
-        op.fail(UpstreamError(f"{op.core.address} closed the connection before sending a poem"))
-    elif not reason.check(ConnectionDone):
-        op.fail(UpstreamError(f"lost {op.core.address} after {len(poem)} bytes: {reason.value}"))
-    else:
-        op.succeed(poem)
-
-
-download_idle.upon(PoemDownload.cancel).to(download_done).returns(None)
-connecting.upon(PoemDownload.cancel).to(download_done).returns(None)
-receiving.upon(PoemDownload.cancel).to(download_done).returns(None)
-
-poem_download = _download.build()
 
 
 # -- sharing one download among the clients waiting for it -------------------
@@ -247,10 +141,17 @@ class ProxyService:
     inspector page.
     """
 
-    def __init__(self, endpoint: Connector, upstream: str, clock: Any | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: Connector,
+        upstream: str,
+        clock: Any | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.upstream = upstream
         self.clock = clock
+        self.timeouts = timeouts or Timeouts(load_config(DEFAULT_TIMEOUTS))
         self.poem: bytes | None = None
         self.current: SharedDownload | None = None
         self.requests = OperationService(clock=clock)
@@ -287,7 +188,9 @@ class ProxyService:
 
     def _start_download(self) -> SharedDownload:
         op = poem_download(
-            Upstream(self.endpoint, self.upstream), clock=self.clock, registry=self.registry
+            Upstream(self.endpoint, self.upstream, self.timeouts),
+            clock=self.clock,
+            registry=self.registry,
         )
         shared = SharedDownload(op)
         log.info("fetching poem from upstream", upstream=self.upstream, download=op.name)
@@ -434,6 +337,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", choices=sorted(LEVELS), default="info")
     parser.add_argument(
+        "--timeouts", type=Path, default=DEFAULT_TIMEOUTS, metavar="FILE",
+        help=f"upstream timeouts, TOML (default: {DEFAULT_TIMEOUTS.name} next to this program)",
+    )  # fmt: skip
+    parser.add_argument(
         "--inspect",
         type=int,
         metavar="PORT",
@@ -444,6 +351,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.upstream = parse_upstream(args.upstream)
     except ValueError:
         parser.error(f"--upstream must be HOST:PORT, not {args.upstream!r}")
+    try:
+        args.timeouts = Timeouts(load_config(args.timeouts))
+    except ConfigError as e:
+        parser.error(f"--timeouts {args.timeouts}: {e}")
+    except OSError as e:
+        parser.error(f"--timeouts {args.timeouts}: cannot read it: {e.strerror or e}")
     return args
 
 
@@ -459,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port = args.upstream
     reactor: Any = _reactor
     endpoint = TCP4ClientEndpoint(reactor, host, port)
-    service = ProxyService(endpoint, f"{host}:{port}")
+    service = ProxyService(endpoint, f"{host}:{port}", timeouts=args.timeouts)
     factory = protocol.Factory.forProtocol(lambda: PoetryProxyProtocol(service))
     listening = reactor.listenTCP(args.port, factory, interface=args.interface)
     address = listening.getHost()

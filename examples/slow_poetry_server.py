@@ -15,6 +15,11 @@ test (or a person watching the proxy cancel) can follow it::
     client 127.0.0.1:54321 disconnected after 30 of 1135 bytes
 
 A client that stays to the end gets ``client ... got all M bytes`` instead.
+
+``--stall-after BYTES`` makes the server go silent, like a host that
+vanished, once it has sent that many bytes (0: it accepts and never sends),
+leaving the connection open; it says ``stalled 127.0.0.1:54321 after N
+bytes``.
 """
 
 from __future__ import annotations
@@ -38,11 +43,14 @@ class SlowPoetry(Protocol):
     Sends one poem slowly, then closes.
     """
 
-    def __init__(self, reactor: Any, poem: bytes, delay: float, chunk: int) -> None:
+    def __init__(
+        self, reactor: Any, poem: bytes, delay: float, chunk: int, stall_after: int | None = None
+    ) -> None:
         self.reactor = reactor
         self.poem = poem
         self.delay = delay
         self.chunk = chunk
+        self.stall_after = stall_after
         self.sent = 0
         self.peer = "?"
         self.timer: Any = None
@@ -59,7 +67,13 @@ class SlowPoetry(Protocol):
 
     def send_chunk(self) -> None:
         self.timer = None
-        piece = self.poem[self.sent : self.sent + self.chunk]
+        if self.stall_after is not None and self.sent >= self.stall_after:
+            say(f"stalled {self.peer} after {self.sent} bytes")
+            return
+        end = self.sent + self.chunk
+        if self.stall_after is not None:
+            end = min(end, self.stall_after)
+        piece = self.poem[self.sent : end]
         self.transport_().write(piece)
         self.sent += len(piece)
         say(f"sent {len(piece)} bytes to {self.peer}")
@@ -90,12 +104,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--delay", type=float, default=0.7, help="seconds between chunks (default 0.7)"
     )
     parser.add_argument("--chunk", type=int, default=10, help="bytes per chunk (default 10)")
+    parser.add_argument(
+        "--stall-after", type=int, default=None, metavar="BYTES",
+        help="go silent after sending that many bytes (0: send nothing), connection left open",
+    )  # fmt: skip
     parser.add_argument("poem", type=Path, metavar="FILE", help="the poem to serve")
     args = parser.parse_args(argv)
     if args.chunk < 1:
         parser.error("--chunk must be at least 1")
     if args.delay < 0:
         parser.error("--delay cannot be negative")
+    if args.stall_after is not None and args.stall_after < 0:
+        parser.error("--stall-after cannot be negative")
     return args
 
 
@@ -105,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reactor: Any = _reactor
     args = parse_args(argv)
     poem = args.poem.read_bytes()
-    factory = Factory.forProtocol(lambda: SlowPoetry(reactor, poem, args.delay, args.chunk))
+    factory = Factory.forProtocol(
+        lambda: SlowPoetry(reactor, poem, args.delay, args.chunk, args.stall_after)
+    )
     port = reactor.listenTCP(args.port, factory, interface=args.interface)
     address = port.getHost()
     say(f"listening on {address.host}:{address.port}")

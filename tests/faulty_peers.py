@@ -81,8 +81,7 @@ Every attempt is recorded in ``FetchJob.attempts``.
 
 Also here
 ---------
-`Blackhole`, a port where connecting hangs; `loopback_agent`, an HTTP
-``Agent`` that needs no resolver; `Lab`, a test's servers and its final
+`Blackhole`, a port where connecting hangs; `Lab`, a test's servers and its final
 checks (nothing left behind); `drive`, which runs many calls with bounded
 concurrency and planned cancels; `bare_fetch`, the same exchange as the
 operation with bare Deferreds (the benchmark's baseline).
@@ -106,7 +105,6 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent, HTTPConnectionPool
 
 from fsmcancel import Cancellable, Operation, OperationBuilder, Registry
 from fsmcancel.timeouts import GuardedCall, TimedOut, Timeouts, load_config
@@ -308,25 +306,6 @@ class PeerConnection(protocol.Protocol):
         self.stop_sending()
         self.server.closed += 1
         self.server.connections.discard(self)
-
-
-class LoopbackEndpoints:
-    """
-    An ``Agent`` endpoint factory (``IAgentEndpointFactory``) that connects
-    with ``TCP4ClientEndpoint``.
-
-    Agent's default ``HostnameEndpoint`` resolves even ``127.0.0.1`` through
-    the reactor's resolver thread pool, which only starts when the reactor
-    is *run*; tests iterate the reactor instead, so they connect directly.
-    """
-
-    def endpointForURI(self, uri: URI) -> Any:
-        return TCP4ClientEndpoint(reactor, uri.host.decode("ascii"), uri.port)
-
-
-def loopback_agent(pool: HTTPConnectionPool) -> Agent:
-    agent: Agent = Agent.usingEndpointFactory(reactor, LoopbackEndpoints(), pool=pool)
-    return agent
 
 
 def closed_port() -> int:

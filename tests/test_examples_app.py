@@ -88,7 +88,7 @@ def test_the_proxy_serves_the_inspector(spawn: Spawn) -> None:
         live = get_json(url + "operations.json")["operations"]
         states = sorted((o["machine"], o["state"], tuple(o["resources"])) for o in live)
         assert states == [
-            ("poem-download", "receiving", ("upstream connection",)),
+            ("poem-download", "receiving", ("upstream connection", "poem")),
             ("proxy-request", "waiting", ("client connection", "subscription", "poem")),
         ]
         download = next(o for o in live if o["machine"] == "poem-download")
@@ -123,16 +123,14 @@ def test_mirror_fetch_serves_the_inspector(tmp_path: Path) -> None:
                 mirror.lines,
             )
             live = get_json(match.group(1) + "operations.json")["operations"]
-            assert [o["machine"] for o in live] == ["blob-fetch"] * 3
-            # Each is waiting for its response or reading its body (the
-            # fetcher may not have read the headers the mirror sent yet);
-            # what it holds is what that state owns.
-            for o in live:
-                if o["state"] == "receiving":
-                    assert {"response body", "temporary file"} <= set(o["resources"]), o
-                else:
-                    assert o["state"] == "requesting", o
-                    assert "temporary file" not in o["resources"], o
+            assert [o["machine"] for o in live] == ["mirror-fetch"] + ["blob-fetch"] * 3
+            # The run owns its blobs (a child group); each blob races the
+            # mirror: its hedged call, and an attempt per request.
+            assert (live[0]["state"], live[0]["resources"]) == ("fetching", ["blobs"])
+            for o in live[1:]:
+                assert o["state"] == "fetching", o
+                assert o["resources"][0] == "hedged blob call", o
+                assert set(o["resources"][1:]) == {"attempt"}, o
             fetcher.send_signal(signal.SIGINT)
             _, stderr = fetcher.communicate(timeout=TIMEOUT)
             assert fetcher.returncode == 130, stderr

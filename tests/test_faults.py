@@ -38,7 +38,6 @@ from twisted.internet import protocol
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
 
 from fsmcancel import OperationCancelled
 from fsmcancel.timeouts import Timeouts, load_config
@@ -55,7 +54,6 @@ from tests.faulty_peers import (
     closed_port,
     fast_timeouts,
     fetch,
-    loopback_agent,
     untyped,
 )
 from tests.reactor_util import (
@@ -336,15 +334,11 @@ def mirror_timeouts() -> Timeouts:
     return Timeouts(
         load_config(
             data={
-                "default": {"backoff": 1.0},
                 "kinds": {
-                    "blob-headers": {
-                        "policy": "deadline",
-                        "deadline": {"initial": "500ms", "min": "100ms", "max": "1s"},
-                    },
-                    "blob-body": {
-                        "policy": "idle",
+                    "blob": {
+                        "policy": "hedge",
                         "idle": {"initial": "500ms", "min": "300ms", "max": "1s"},
+                        "hedge": {"initial": "100ms"},
                     },
                 },
             },
@@ -353,54 +347,57 @@ def mirror_timeouts() -> Timeouts:
     )
 
 
+def start_blob(lab: Lab, tmp_path: Path, urls: list[str]) -> Any:
+    from examples import mirror_blob
+
+    mirrors = mirror_blob.Mirrors(urls, tmp_path, mirror_timeouts(), reactor)
+    op = mirror_blob.blob_fetch_machine(mirror_blob.Blob(0, mirrors), registry=lab.registry)
+    op.inputs.start()
+    return op
+
+
 @pytest.mark.parametrize("mode", ["reset", "truncated", "stall", "silent", "garbage"])
 @pytest.mark.parametrize("backup", [False, True], ids=["alone", "with-backup"])
 def test_mirror_fetch_against_a_faulty_mirror(
     lab: Lab, tmp_path: Path, mode: Mode, backup: bool
 ) -> None:
-    mirror_fetch = pytest.importorskip("examples.mirror_fetch")
+    from examples.mirror_blob import BlobUnavailable
+
     size = 16384
     faulty = lab.server(mode, wire="http", size=size, chunks=4, interval=0.02)
     healthy = lab.server("healthy", wire="http", size=size, chunks=4, interval=0.02)
-    urls = [faulty.url, healthy.url] if backup else [faulty.url]
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    mirrors = mirror_fetch.Mirrors(urls, reactor.seconds)
-    # Blob 0 starts at the first mirror (blob i at mirror i mod M).
-    job = mirror_fetch.Job(0, tmp_path, loopback_agent(pool), mirror_timeouts(), mirrors)
-    op = mirror_fetch.blob_fetch_machine(job, registry=lab.registry)
-    op.inputs.start()
+    # Blob 0 asks the first mirror first (blob i starts at mirror i mod M).
+    op = start_blob(lab, tmp_path, [faulty.url, healthy.url] if backup else [faulty.url])
     outcome, _ = lab.complete(op)
-    assert [m for m, _ in job.errors] == [faulty.url]
+    blob, stats = op.core, op.core.run.stats
+    silent = mode in ("stall", "silent")
     if backup:
         assert outcome == healthy.url
         assert (tmp_path / "0").read_bytes() == body_for("blob/0", size)
+        # A silent mirror is hedged around (its request dropped when the
+        # backup won); a broken one fails over.
+        assert list(blob.failed) == ([] if silent else [faulty.url])
+        assert stats[faulty.url].hedges_lost == (1 if silent else 0)
     else:
         error = failure_of(outcome)
-        assert isinstance(error, mirror_fetch.BlobUnavailable)
-        assert error.errors == job.errors
-        if mode in ("stall", "silent"):
-            assert "stalled" in job.errors[0][1]
+        assert isinstance(error, BlobUnavailable)
+        assert list(error.errors) == [faulty.url]
+        assert error.errors[faulty.url].startswith("stalled" if silent else "")
+    assert stats[faulty.url].requests == 1
     # No partial file is left, whatever happened.
     assert sorted(p.name for p in tmp_path.iterdir()) == (["0"] if backup else [])
-    run_until(pool.closeCachedConnections())
     lab.finish()
 
 
 def test_mirror_fetch_cancelled_mid_body(lab: Lab, tmp_path: Path) -> None:
-    mirror_fetch = pytest.importorskip("examples.mirror_fetch")
     server = lab.server("trickle", wire="http", size=16384, chunks=40, interval=0.05)
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    mirrors = mirror_fetch.Mirrors([server.url], reactor.seconds)
-    job = mirror_fetch.Job(0, tmp_path, loopback_agent(pool), mirror_timeouts(), mirrors)
-    op = mirror_fetch.blob_fetch_machine(job, registry=lab.registry)
-    op.inputs.start()
-    iterate_until(in_state(op, "receiving"))
+    op = start_blob(lab, tmp_path, [server.url])
     iterate_until(lambda: any(tmp_path.iterdir()))  # the temporary file
+    assert op.state == "fetching"
     op.completion.cancel()
     outcome, _ = lab.complete(op)
     assert isinstance(failure_of(outcome), OperationCancelled)
     assert list(tmp_path.iterdir()) == []
-    run_until(pool.closeCachedConnections())
     lab.finish()
 
 

@@ -128,7 +128,9 @@ def test_the_page_in_chromium_while_operations_are_live(spawn: Spawn, tmp_path: 
             sorted(row[1:] for row in requests.values())
             == [("waiting", ["client connection", "subscription", "poem"])] * 2
         )
-        assert list(downloads.values()) == [("poem-download", "receiving", ["upstream connection"])]
+        assert list(downloads.values()) == [
+            ("poem-download", "receiving", ["upstream connection", "poem"])
+        ]
         for machine, state in (("proxy-request", "waiting"), ("poem-download", "receiving")):
             section = group_of(dom, machine, state)
             if graphviz():

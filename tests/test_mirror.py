@@ -93,7 +93,7 @@ class Server:
 
     def requests(self, outcome: str) -> list[int]:
         """Blob numbers of the requests that ended as ``outcome``."""
-        pattern = re.compile(rf"GET /blob/(\d+) -> {re.escape(outcome)}")
+        pattern = re.compile(rf"GET /blob/(\d+) -> {re.escape(outcome)}( at \S+)?")
         return [int(m.group(1)) for line in self.lines if (m := pattern.fullmatch(line))]
 
     def stop(self) -> None:
@@ -174,21 +174,26 @@ def test_a_mirror_that_goes_silent_is_failed_over(tmp_path: Path, mode: str) -> 
         report = json.loads(done.stdout)
         assert report["fetched"] == 60 and report["failed"] == 0
         stats = report["mirrors"]
-        assert stats[c.url]["stalls"] >= 1
-        assert stats[a.url]["stalls"] == stats[b.url]["stalls"] == 0
-        assert 0 < report["max_stall_detection_seconds"] < 5
         assert sum(m["successes"] for m in stats.values()) == 60
-
-        # Every stalled request was sent again to a healthy mirror...
         for server in (a, b, c):
             server.all_connections_closed()
+        # Every stalled request was sent again to a healthy mirror, while
+        # the silent one kept it (a hedge), or after it was given up...
         stalled = c.requests("stalled")
-        assert len(stalled) == stats[c.url]["stalls"]
+        assert stalled and stats[c.url]["hedges_lost"] + stats[c.url]["stalls"] >= len(stalled)
+        assert stats[a.url]["stalls"] == stats[b.url]["stalls"] == 0
         served_elsewhere = set(a.requests("200")) | set(b.requests("200"))
         assert set(stalled) <= served_elsewhere
-        # ...and its connection was closed by the fetcher when the stall was
-        # detected, not when the fetcher exited: after a few seconds at most,
-        # and while the fetcher was still busy re-fetching that blob.
+        resent = {(r["blob"], r["from"]) for r in report["resends"]}
+        assert {(blob, c.url) for blob in stalled} <= resent
+        assert 0 < report["max_stall_detection_seconds"] < 5
+        # ...and soon the silent mirror was suspect (silent before its
+        # response) or ranked down (silent mid-body), and asked no more.
+        assert len(stalled) < 20
+        if mode == "no-response":
+            assert stats[c.url]["health"] in ("suspect", "probe due")
+        # Its connections were closed by the fetcher when the blob was
+        # answered elsewhere, not when the fetcher exited.
         closes = [
             (float(m.group(1)), float(m.group(2)))
             for line in c.lines
@@ -205,8 +210,11 @@ def test_a_mirror_that_goes_silent_is_failed_over(tmp_path: Path, mode: str) -> 
 
 
 def test_a_slow_but_healthy_mirror_is_not_declared_stalled(tmp_path: Path) -> None:
-    # Gaps between chunks vary from 33 ms to almost 1 s: longer than the
-    # lowest idle timeout allowed (750 ms), so only a learned one passes.
+    # Gaps between chunks vary from 33 ms to almost 1 s: far beyond what the
+    # fast mirror shows, so the slow one's requests are hedged and mostly
+    # answered first by the fast one, which is then asked first (the slow
+    # one may even look suspect for a while, until a probe shows it alive);
+    # but none of its requests is given up as a stall.
     slow = ("--latency-ms", "1500", "--latency-jitter-ms", "1400", "--chunks", "3", "--seed", "7")
     fast = ("--latency-ms", "40", "--chunks", "4")
     out = tmp_path / "out"
@@ -215,55 +223,45 @@ def test_a_slow_but_healthy_mirror_is_not_declared_stalled(tmp_path: Path) -> No
         assert done.returncode == 0, done.stderr
         assert_blobs(out, 200)
         stats = json.loads(done.stdout)["mirrors"][s.url]
-        assert stats["requests"] >= 90
+        # Whether it ever wins a race depends on the draw: the fast mirror's
+        # backups usually answer first.  What must hold is that it keeps
+        # being asked and is never given up.
+        assert stats["requests"] >= 20
         assert stats["stalls"] <= stats["requests"] * 0.01
-        assert stats["successes"] >= stats["requests"] - stats["stalls"]
-        # The connection pool is persistent: connections are reused.
-        f.all_connections_closed()
-        assert _opened(f.lines) < len(f.requests("200")) / 2
+        assert stats["errors"] == 0
+        assert stats["successes"] + stats["hedges_lost"] + stats["stalls"] == stats["requests"]
+        # One request per connection (Connection: close), each closed.
+        s.all_connections_closed()
+        assert _opened(s.lines) == stats["requests"]
 
 
 def test_hedging_sends_a_backup_to_another_mirror(tmp_path: Path) -> None:
-    timeouts = tmp_path / "hedge.toml"
-    timeouts.write_text(
-        "[default]\nbackoff = 1.0\n"
-        '[kinds.blob-headers]\npolicy = "hedge"\nidle.initial = "5s"\n'
-        'hedge.initial = "200ms"\nhedge.budget = 0.5\nhedge.burst = 20\n'
-    )
     slow = ("--latency-ms", "3000", "--chunks", "2")  # headers after 1.5 s
-    fast = (
-        "--latency-ms",
-        "40",
-    )
+    fast = ("--latency-ms", "40",)  # fmt: skip
     out = tmp_path / "out"
     with servers(slow, fast) as (s, f):
-        done = fetch(
-            [s, f],
-            out,
-            "--count",
-            "10",
-            "--concurrency",
-            "10",
-            "--timeouts",
-            str(timeouts),
-            "--json",
-        )
+        done = fetch([s, f], out, "--count", "10", "--concurrency", "10", "--json")
         assert done.returncode == 0, done.stderr
         assert_blobs(out, 10)
-        stats = json.loads(done.stdout)["mirrors"]
-        # Blobs 0, 2, 4... went to the slow mirror first, and were hedged.
+        report = json.loads(done.stdout)
+        stats = report["mirrors"]
+        # Blobs 0, 2, 4... went to the slow mirror first, and were hedged:
+        # a backup to the fast one, which answered first.
         assert stats[s.url]["hedges_lost"] == stats[f.url]["hedges_won"] == 5
         assert stats[s.url]["stalls"] == stats[s.url]["errors"] == 0
         assert stats[f.url]["successes"] == 10
+        assert sorted(r["blob"] for r in report["resends"]) == [0, 2, 4, 6, 8]
+        assert {r["how"] for r in report["resends"]} == {"hedge"}
         # The losing requests were cancelled: their connections closed.
         s.all_connections_closed()
-        assert s.requests("200") and not s.lines[-1].endswith("opened")
+        assert len(s.requests("200")) == 5
 
 
-# -- Ctrl-C ---------------------------------------------------------------------
+# -- the fetcher exits with nothing left behind -----------------------------------
 
 
-def test_sigint_cancels_everything_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_cancels_everything_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
     slow = ("--latency-ms", "3000", "--chunks", "10", "--log-first-byte")
     out = tmp_path / "out"
     with servers(slow, slow) as mirrors:
@@ -276,21 +274,21 @@ def test_sigint_cancels_everything_cleanly(tmp_path: Path) -> None:
             text=True,
         )
         try:
-            # Wait until all six responses are on their way (temporary files
-            # being written), then Ctrl-C.
+            # Wait until six responses are on their way (temporary files
+            # being written), then the signal.
             def bodies() -> int:
                 return sum(
                     sum(1 for line in m.lines if line.endswith("first byte sent")) for m in mirrors
                 )
 
             wait_until(lambda: bodies() >= 6, [m.lines for m in mirrors])
-            fetcher.send_signal(signal.SIGINT)
+            fetcher.send_signal(signum)
             stdout, stderr = fetcher.communicate(timeout=WAIT)
         finally:
             if fetcher.poll() is None:
                 fetcher.kill()
                 fetcher.wait()
-        assert fetcher.returncode == 130, stderr
+        assert fetcher.returncode == 128 + signum, stderr
         lines = stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("interrupted:"), stderr
         assert "6 in flight cancelled" in lines[0] and "no partial files left" in lines[0]
@@ -303,24 +301,98 @@ def test_sigint_cancels_everything_cleanly(tmp_path: Path) -> None:
             assert _opened(m.lines) >= 1
 
 
+@pytest.mark.parametrize("healthy", [False, True], ids=["given-up", "hedged-around"])
+def test_a_request_that_times_out_is_closed_before_main_returns(
+    tmp_path: Path, healthy: bool
+) -> None:
+    """
+    The last request is silent before its response: given up at its limit
+    (alone), or dropped when a backup answered.  Its connection is closed
+    before ``main()`` returns: the server sees the close while the process
+    still runs.
+    """
+    timeouts = tmp_path / "fast.toml"
+    timeouts.write_text('[kinds.blob]\npolicy = "hedge"\nidle.initial = "1s"\nidle.min = "1s"\n')
+    configs = [("--stall-after", "0"), ("--latency-ms", "40")][: 1 + healthy]
+    with servers(*configs) as mirrors:
+        program = subprocess.Popen(
+            [sys.executable, "-m", "tests.mirror_fetch_program", "--out", str(tmp_path / "out"),
+             "--count", "1", "--timeouts", str(timeouts)]
+            + [arg for m in mirrors for arg in ("--mirror", m.url)],
+            cwd=ROOT, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert program.stdout is not None and program.stdin is not None
+            said = program.stdout.readline()
+            assert said == f"main returned {0 if healthy else 1}; sockets open: 0\n", said
+            silent = mirrors[0]
+            assert silent.requests("stalled") == [0]
+            silent.all_connections_closed()  # while the fetcher is still alive
+            assert program.poll() is None
+            program.stdin.close()
+            assert program.wait(timeout=WAIT) == (0 if healthy else 1)
+        finally:
+            if program.poll() is None:
+                program.kill()
+            program.wait()
+            for pipe in (program.stdin, program.stdout, program.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
 # -- errors ---------------------------------------------------------------------
 
 
 def test_a_blob_no_mirror_can_serve_fails_the_run(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    configs = [("--fail-blobs", "2", "--fail-mode", mode) for mode in ("status", "short", "reset")]
-    with servers(*configs) as (status, short, reset):
-        done = fetch([status, short, reset], out, "--count", "5", "--json")
+    modes = ("status", "short", "reset", "digest", "excess")
+    configs = [("--fail-blobs", "2", "--fail-mode", mode) for mode in modes]
+    with servers(*configs) as (status, short, reset, digest, excess):
+        done = fetch([status, short, reset, digest, excess], out, "--count", "5", "--json")
         assert done.returncode == 1, done.stderr
         (message,) = [line for line in done.stderr.splitlines() if "blob 2" in line]
         assert "no mirror could serve it" in message
         assert f"{status.url}: HTTP 500" in message
         assert f"{short.url}: short body" in message
         assert f"{reset.url}: " in message
+        assert f"{digest.url}: Repr-Digest mismatch" in message
+        assert f"{excess.url}: 4096 bytes past the end of the response" in message
         assert sorted(os.listdir(out)) == ["0", "1", "3", "4"]
         report = json.loads(done.stdout)
         assert report["fetched"] == 4 and report["failed"] == 1
         assert all(m["errors"] == 1 for m in report["mirrors"].values())
+
+
+@pytest.mark.parametrize("mode", ["excess", "digest"])
+@pytest.mark.parametrize("chunks", ["1", "4"])
+def test_a_body_that_is_not_the_blob_is_never_written(
+    tmp_path: Path, mode: str, chunks: str
+) -> None:
+    """
+    ``excess``: ``Content-Length`` (and the digest) say half the blob, and
+    the whole blob follows, in the same write (one chunk) or later ones.
+    ``digest``: the right bytes under a wrong ``Repr-Digest``.  Either way
+    the mirror is broken for that blob: the fetcher fails over, and never
+    writes what it sent.
+    """
+    out = tmp_path / "out"
+    broken = ("--fail-blobs", "0,1,2,3", "--fail-mode", mode, "--chunks", chunks)
+    with servers(broken, ("--latency-ms", "100")) as (bad, good):
+        done = fetch([bad, good], out, "--count", "4", "--json")
+        assert done.returncode == 0, done.stderr
+        assert_blobs(out, 4)
+        stats = json.loads(done.stdout)["mirrors"]
+        assert stats[bad.url]["successes"] == 0
+        assert stats[bad.url]["errors"] == stats[bad.url]["requests"] >= 2
+        alone = fetch([bad], tmp_path / "alone", "--count", "1")
+        assert alone.returncode == 1
+        expected = {
+            "excess": "bytes past the end of the response (Content-Length: 8192)",
+            "digest": "Repr-Digest mismatch",
+        }[mode]
+        assert expected in alone.stderr
+        assert os.listdir(tmp_path / "alone") == []
 
 
 def _bad_timeouts(tmp_path: Path) -> Path:

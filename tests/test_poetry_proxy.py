@@ -156,13 +156,20 @@ def spawn() -> Iterator[Spawn]:
 
 
 def slow_server(
-    spawn: Spawn, delay: float, chunk: int, poem: Path = RAVEN, port: int = 0
+    spawn: Spawn,
+    delay: float,
+    chunk: int,
+    poem: Path = RAVEN,
+    port: int = 0,
+    stall_after: int | None = None,
 ) -> Running:
+    stall = [] if stall_after is None else [f"--stall-after={stall_after}"]
     return spawn(
         "examples.slow_poetry_server",
         f"--port={port}",
         f"--delay={delay}",
         f"--chunk={chunk}",
+        *stall,
         str(poem),
     )
 
@@ -323,6 +330,79 @@ def test_upstream_closing_without_a_poem_closes_the_client(spawn: Spawn, tmp_pat
     assert read_all(connect(poetry_proxy.port)) == b""  # and again: nothing was cached
 
 
+# -- a silent or stalled upstream is given up -----------------------------------
+
+FAST = (
+    '[kinds.connect]\npolicy = "deadline"\ndeadline.initial = "1s"\n'
+    '[kinds.poem]\nidle.initial = "1s"\nidle.min = "500ms"\n'
+)
+
+
+def guarded_proxy(spawn: Spawn, upstream_port: int, tmp_path: Path) -> Running:
+    """A proxy whose upstream limits are 1 s while it knows nothing."""
+    timeouts = tmp_path / "timeouts.toml"
+    timeouts.write_text(FAST)
+    return spawn(
+        "examples.poetry_proxy",
+        "--port=0",
+        f"--upstream=127.0.0.1:{upstream_port}",
+        f"--timeouts={timeouts}",
+    )
+
+
+def test_an_upstream_that_accepts_and_never_sends_is_given_up(spawn: Spawn, tmp_path: Path) -> None:
+    server = spawn("examples.slow_poetry_server", "--port=0", "--stall-after=0", str(RAVEN))
+    poetry_proxy = guarded_proxy(spawn, server.port, tmp_path)
+    client = connect(poetry_proxy.port)
+    server.expect(CONNECTED)
+    server.expect(r"^stalled \S+ after 0 bytes$")
+    assert read_all(client) == b""  # closed, without a poem
+    poetry_proxy.expect(
+        r"\bupstream failed\b.*went silent: nothing for 1\.00s \(idle limit\) after 0 bytes", "err"
+    )
+    poetry_proxy.expect(r"\bclosing client without a poem\b", "err")
+    _, disconnected = server.expect(DISCONNECTED)  # the proxy dropped the upstream
+    assert disconnected[1] == "0"
+
+
+def test_an_upstream_that_stalls_mid_poem_is_given_up(spawn: Spawn, tmp_path: Path) -> None:
+    server = slow_server(spawn, delay=0.05, chunk=10, stall_after=100)
+    poetry_proxy = guarded_proxy(spawn, server.port, tmp_path)
+    client = connect(poetry_proxy.port)
+    server.expect(r"^stalled \S+ after 100 bytes$")
+    assert read_all(client) == b""  # no partial poem, ever
+    poetry_proxy.expect(r"\bupstream failed\b.*went silent: .* after 100 bytes", "err")
+    _, disconnected = server.expect(DISCONNECTED)
+    assert disconnected[1] == "100"
+
+
+def test_a_slow_upstream_that_keeps_sending_is_not_cut(spawn: Spawn, tmp_path: Path) -> None:
+    # A chunk every 0.3 s for about 3.3 s: three times the 1 s silence limit
+    # in all, never that silent.
+    server = slow_server(spawn, delay=0.3, chunk=100)
+    poetry_proxy = guarded_proxy(spawn, server.port, tmp_path)
+    assert read_all(connect(poetry_proxy.port)) == RAVEN.read_bytes()
+    poetry_proxy.expect(r"\bpoem cached\b", "err")
+    assert not any("upstream failed" in line for line in poetry_proxy.printed("err"))
+
+
+def test_an_upstream_that_never_accepts_is_given_up(spawn: Spawn, tmp_path: Path) -> None:
+    # Listening with a backlog of 0 and its one slot taken: the kernel
+    # drops further SYNs, as for a host that vanished.
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(0)
+        port = listening.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            poetry_proxy = guarded_proxy(spawn, port, tmp_path)
+            assert read_all(connect(poetry_proxy.port)) == b""
+            poetry_proxy.expect(
+                rf"\bupstream failed\b.*connecting to 127\.0\.0\.1:{port} timed out after "
+                r"1\.\d\ds \(deadline limit 1\.00s\)",
+                "err",
+            )
+
+
 # -- the sharing logic, in-process ---------------------------------------------
 
 
@@ -463,3 +543,47 @@ def test_upstream_closing_before_any_data_closes_every_client_without_a_poem() -
     for client, _ in clients:
         hang_up(client)
     assert [f.check(UpstreamError) for f in failures] == [UpstreamError, UpstreamError]
+
+
+def test_in_process_each_upstream_limit_closes_the_clients_and_drops_the_upstream() -> None:
+    # The connect: never completes; given up at the 5 s connect deadline.
+    service, endpoint = new_service()
+    clock = service.clock
+    assert isinstance(clock, Clock)
+    request, client = arrive(service)
+    clients = [request]
+    clock.advance(4.9)
+    assert not endpoint.attempts[0][1].called and not client.disconnecting
+    clock.advance(0.1)
+    assert endpoint.attempts[0][1].called  # cancelled: the attempt is dropped
+    assert client.disconnecting and client.value() == b""
+    # The first byte, then a chunk: 10 s of silence is the limit while the
+    # kind knows nothing.
+    for sent in ([], [b"Once upon"]):
+        request, client = arrive(service)
+        clients.append(request)
+        upstream, upstream_transport = endpoint.succeed()
+        for chunk in sent:
+            clock.advance(1)
+            upstream.dataReceived(chunk)
+        clock.advance(9.9)
+        assert not upstream_transport.disconnected
+        clock.advance(0.1)
+        assert upstream_transport.disconnected and client.disconnecting
+        assert client.value() == b"" and service.poem is None
+    for request in clients:
+        hang_up(request)
+    assert live_ops(service) == [] and clock.getDelayedCalls() == []
+
+
+def test_in_process_a_slow_upstream_is_never_cut_while_it_sends() -> None:
+    service, endpoint = new_service()
+    clock = service.clock
+    assert isinstance(clock, Clock)
+    _, client = arrive(service)
+    upstream, _ = endpoint.succeed()
+    for _ in range(100):  # 15 minutes, a chunk every 9 s
+        clock.advance(9)
+        upstream.dataReceived(b"line\n")
+    upstream.connectionLost(Failure(ConnectionDone()))
+    assert client.value() == b"line\n" * 100

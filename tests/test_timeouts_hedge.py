@@ -8,12 +8,13 @@ winner is known, so its true latency is observed; the budget caps backups.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
 from fsmcancel.timeouts import TimedOut
 from fsmcancel.timeouts._histogram import bin_of
-from tests.test_timeouts_guard import HEDGE, Remote, hedged, setup
+from tests.test_timeouts_guard import HEDGE, Inputs, Remote, hedged, setup
 
 
 def launched(remote: Remote) -> list[str]:
@@ -148,3 +149,65 @@ def test_no_peers_refused() -> None:
     with pytest.raises(ValueError, match="at least one peer"):
         hedged(t, op, inputs, remote, [])
     assert clock.getDelayedCalls() == []
+
+
+class TestHealthUnderHedging:
+    """
+    A call that hedging rescued still tells about the peer that was silent:
+    otherwise a dead peer whose calls are always answered by a backup would
+    never be marked suspect nor ranked down, and every call sent to it first
+    would need a backup, until the budget ran out and its calls waited for
+    their kill limit.
+    """
+
+    BUDGET = {"kinds": {"get": {"policy": "hedge", "hedge": {"initial": "200ms", "burst": 50}}}}
+
+    def rescue(self, t: Any, op: Any, clock: Any, remote: Remote, peers: list[str]) -> Any:
+        call = hedged(t, op, Inputs(), remote, peers)
+        clock.advance(0.2)  # the first peer is silent: a backup goes to the second
+        remote.calls[-1][1].callback("from the backup")
+        return call
+
+    def test_a_dead_peer_that_backups_always_rescue_becomes_suspect_and_is_probed(self) -> None:
+        clock, op, t, _, remote = setup(self.BUDGET)
+        assert self.rescue(t, op, clock, remote, ["dead", "alive"]).losers == ["dead"]
+        assert t.health("dead").state == "healthy" and t.health("dead").strikes == 1
+        self.rescue(t, op, clock, remote, ["dead", "alive"])
+        status = t.health("dead")
+        assert status.state == "suspect" and status.stalls == 0  # never given up: no stall
+        assert t.rank("get", ["dead", "alive"]) == ["alive", "dead"]
+        # Probed later; the probe rescued again is a failed probe: the next
+        # one is further off.
+        clock.advance(10)
+        assert t.rank("get", ["dead", "alive"]) == ["dead", "alive"]
+        self.rescue(t, op, clock, remote, ["dead", "alive"])
+        status = t.health("dead")
+        assert status.failed_probes == 1 and status.probe_in == pytest.approx(20.0)
+        assert clock.getDelayedCalls() == [] and op.owned == [] and remote.consumed()
+
+    def test_a_peer_bypassed_mid_stream_call_after_call_is_ranked_down(self) -> None:
+        clock, op, t, _, remote = setup(self.BUDGET)
+        for calls in range(1, 11):
+            call = hedged(t, op, Inputs(), remote, ["stuck", "fine"])
+            clock.advance(0.05)
+            call.progress("stuck")  # alive: a first chunk...
+            clock.advance(0.25)  # ...then silence past the hedge delay
+            assert launched(remote)[-2:] == ["stuck", "fine"]
+            remote.calls[-1][1].callback("from fine")
+            status = t.health("stuck")
+            assert status.state == "healthy" and status.strikes == 0 and status.stalls == 0
+            if calls == 1:  # once is bad luck: a silence of a twelfth of its 3 s limit
+                assert t.rank("get", ["stuck", "fine"]) == ["stuck", "fine"]
+        assert status.recent_stalls == pytest.approx(0.25 / 3 * (1 - 0.95**10), rel=0.01)
+        assert t.rank("get", ["stuck", "fine"]) == ["fine", "stuck"]
+
+    def test_losing_without_having_been_late_tells_nothing(self) -> None:
+        clock, op, t, _, remote = setup(self.BUDGET)
+        hedged(t, op, Inputs(), remote, ["slow", "backup"])
+        clock.advance(0.2)  # a backup starts...
+        clock.advance(0.05)
+        remote.calls[0][1].callback("from slow")  # ...and the slow primary wins
+        for peer in ("slow", "backup"):
+            status = t.health(peer)
+            assert status.strikes == 0 and status.recent_stalls == 0, status
+        assert t.rank("get", ["backup", "slow"]) == ["backup", "slow"]

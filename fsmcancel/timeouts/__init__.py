@@ -91,7 +91,11 @@ Policies (per call kind and per peer):
     The silence limits above; ``deadline.max`` remains a hard limit.
 ``hedge``
     ``idle``, plus `Timeouts.hedged` starts backups after the
-    ``hedge.quantile`` of the silences, within the ``hedge.budget``.
+    ``hedge.quantile`` of the silences, within the ``hedge.budget``.  An
+    attempt dropped after being silent past the hedge delay tells its
+    peer's health (the recent stall share, weighed by how far into its
+    limit the silence went; a strike, with no sign of life), so a dead
+    peer that backups keep rescuing is still made suspect.
 
 Configuration
 -------------

@@ -235,6 +235,15 @@ class GuardedCall(Generic[T]):
         if self._deferred is not None:
             self._deferred.cancel()
 
+    def bypassed(self, now: float) -> None:
+        """
+        This (cancelled) call lost a hedged race while silent past the hedge
+        delay: tell its peer's health how far into its limit that silence
+        went (see `PeerHealth.bypassed`).
+        """
+        share = (now - self.last) / self.silence_limit()
+        self._health.bypassed(now, self._rule, share, silent=not self.progressed, probe=self.probe)
+
     # -- internals
 
     def _arm(self, now: float) -> None:

@@ -45,8 +45,9 @@ class PeerStatus:
     ``state`` is ``"unknown"`` (never called), ``"healthy"``, ``"suspect"``,
     ``"probe due"`` (suspect, and a probe may be sent now) or ``"probing"``
     (a probe is running).  ``recent_stalls`` is the share of recent calls
-    that stalled; ``probe_in`` the seconds until the next probe is due (None
-    unless suspect).
+    that stalled (a call a hedge dropped for its silence counting in part,
+    see `PeerHealth.bypassed`); ``probe_in`` the seconds until the next
+    probe is due (None unless suspect).
     """
 
     peer: str
@@ -151,12 +152,33 @@ class PeerHealth:
         if not stalled:
             return
         self.stalls += 1
-        self.strikes += 1
         self.silent = silent
         if silent and limit is not None and (self.cap is None or limit < self.cap):
             self.cap = limit
             for call in list(self.inflight):
                 call.tighten(limit)
+        self._strike(now, rule, probe)
+
+    def bypassed(self, now: float, rule: Rule, share: float, *, silent: bool, probe: bool) -> None:
+        """
+        A call was dropped because another peer's attempt answered first,
+        while this one had been silent for longer than the hedge delay:
+        ``share`` is how much of its own limit that silence reached.  It was
+        not given up at its limit, so it is no stall (nothing is capped), but
+        it is evidence all the same, weighed by ``share``: a hedge delay's
+        silence is weak evidence once (a live peer shows one now and then),
+        strong evidence call after call.  It counts that much in the recent
+        share `rank` reads, and, with no sign of life at all, as a strike.
+        Without this, a dead peer whose calls backups always rescue is never
+        made suspect nor ranked down.
+        """
+        self.calls += 1
+        self.recent += _RECENT * (min(1.0, share) - self.recent)
+        if silent:
+            self._strike(now, rule, probe)
+
+    def _strike(self, now: float, rule: Rule, probe: bool) -> None:
+        self.strikes += 1
         if probe:
             self.failed_probes += 1
             self.probe_at = now + self.interval(rule)

@@ -189,8 +189,14 @@ class HedgedCall(Generic[T]):
             self._timer.cancel()
             self._timer = None
         live, self._live = self._live, []
+        now = self._op.clock.seconds()
         for call in live:
+            # A loser silent past its hedge delay is why a backup was sent:
+            # its peer's health hears of it (a fresh backup that lost does not).
+            late = self.winner is not None and now - call.last >= self._delay(call) - 1e-9
             call.cancel()
+            if late:
+                call.bypassed(now)
         if self.winner is not None:
             self.losers = [call.peer for call in live]
 
