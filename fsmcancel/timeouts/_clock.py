@@ -22,6 +22,8 @@ class Timer(Protocol):
 
     def cancel(self) -> None: ...
 
+    def reset(self, secondsFromNow: float) -> None: ...
+
 
 def seconds_of(clock: ReactorTime) -> Callable[[], float]:
     """The clock's ``seconds`` method, bound once (it is called per chunk)."""

@@ -44,10 +44,18 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from math import log as _log
+from math import log2 as _log
 from typing import Any
 
-from fsmcancel.timeouts._histogram import _LOG_LOW, _SCALE, LOW, MAX_BIN, Histogram, quantile
+from fsmcancel.timeouts._histogram import (
+    _LOG_LOW,
+    _SCALE,
+    LOW,
+    MAX_BIN,
+    Histogram,
+    bin_of,
+    quantile,
+)
 from fsmcancel.timeouts._rule import Rule
 
 #: Observations of the whole kind before anything learned replaces ``initial``.
@@ -183,8 +191,9 @@ class KeyEstimator:
 
     def first_sign(self, seconds: float) -> None:
         """Time from the request to the call's first sign of life."""
-        self.first.add(seconds)
-        self.pool.first.add(seconds)
+        b = bin_of(seconds)
+        self.first.add_bin(b)
+        self.pool.first.add_bin(b)
         self._alive()
 
     def gap(self, seconds: float) -> None:
@@ -196,18 +205,21 @@ class KeyEstimator:
         if b > MAX_BIN:
             b = MAX_BIN
         # Histogram.add_bin, inlined for both: a method call is a quarter
-        # of the cost of a progress event.
+        # of the cost of a progress event.  After the first few events of a
+        # key the bin exists: indexing it beats ``dict.get``.
         h = self.gaps
-        events = h.events
-        events[b] = events.get(b, 0.0) + 1.0
-        h.total += 1.0
+        try:
+            h.events[b] += 1.0
+        except KeyError:
+            h.events[b] = 1.0
         h.seen += 1
         if h.seen >= h.halve_at:
             h.halve()
         h = self.pool_gaps
-        events = h.events
-        events[b] = events.get(b, 0.0) + 1.0
-        h.total += 1.0
+        try:
+            h.events[b] += 1.0
+        except KeyError:
+            h.events[b] = 1.0
         h.seen += 1
         if h.seen >= h.halve_at:
             h.halve()

@@ -98,7 +98,6 @@ class GuardedCall(Generic[T]):
         "_estimator",
         "_factor",
         "_first",
-        "_gap",
         "_health",
         "_idle",
         "_on_failure",
@@ -146,7 +145,6 @@ class GuardedCall(Generic[T]):
         # `Timeouts`) stays in cache; one per call is another cache miss per
         # progress event when 100,000 calls are armed.
         self._seconds = seconds_of(clock) if seconds is None else seconds
-        self._gap = estimator.gap
         self._idle = rule.policy in ("idle", "hedge")
         self._factor = plan.factor
         self._first = plan.first.seconds
@@ -185,7 +183,7 @@ class GuardedCall(Generic[T]):
             return
         self.last = now
         if self.progressed:
-            self._gap(gap)
+            self._estimator.gap(gap)
             return
         # The first sign of life ends request upload and server think time,
         # not an inter-arrival gap: it teaches the first-sign limit, not the
@@ -196,7 +194,6 @@ class GuardedCall(Generic[T]):
         # The gap model may allow less silence than the first-sign limit the
         # timer was armed for: re-arm, once per call.
         if self._timer is not None and now + self.silence_limit() < self._due:
-            self._timer.cancel()
             self._arm(self._seconds() if at is not None else now)
 
     def silence_limit(self) -> float:
@@ -220,7 +217,6 @@ class GuardedCall(Generic[T]):
             return
         self._cap = cap
         if self._timer is not None and self.last + self.silence_limit() < self._due:
-            self._timer.cancel()
             self._arm(self._seconds())
 
     def cancel(self) -> None:
@@ -253,7 +249,13 @@ class GuardedCall(Generic[T]):
         # Half an epsilon early, so float rounding of ``now + delay`` can never
         # make the timer fire after the moment it stands for.
         self._due = due
-        self._timer = call_later(self.clock, max(0.0, due - now - _EPSILON / 2), self._fire)
+        delay = max(0.0, due - now - _EPSILON / 2)
+        # Moving an armed timer sooner re-sifts it in the reactor's heap;
+        # cancelling it and arming another costs twice that.
+        if self._timer is None:
+            self._timer = call_later(self.clock, delay, self._fire)
+        else:
+            self._timer.reset(delay)
 
     def _fire(self) -> None:
         self._timer = None
