@@ -271,6 +271,28 @@ class TestGuardedCall:
         assert t.explain("get", "p1").silence.seconds == pytest.approx(limit_for(0.005))
         assert t.explain("get", "p1").silence.source == "learned"
 
+    def test_the_silence_before_the_answer_teaches_the_gap_model(self) -> None:
+        # A peer whose calls got slower shows it first in the silences its
+        # calls survive before answering.  Learned like gaps between chunks,
+        # they raise the limit before a longer silence mid-stream is killed.
+        clock, op, t, inputs, remote = setup()
+        warm_gaps(t, gap=0.5)
+        assert t.explain("get", "p1").silence.seconds == pytest.approx(limit_for(0.5))
+        for _ in range(400):
+            call = start(t, op, inputs, remote)
+            clock.advance(0.1)
+            call.progress()
+            clock.advance(1.5)  # survived: under the 1.8 s limit
+            remote.calls[-1][1].callback("ok")
+        assert t.explain("get", "p1").silence.seconds == pytest.approx(limit_for(1.5))
+        inputs.events.clear()
+        call = start(t, op, inputs, remote)
+        clock.advance(0.1)
+        call.progress()
+        clock.advance(4.0)  # would have been a stall under the old limit
+        remote.calls[-1][1].callback("ok")
+        assert inputs.events == [("result", "ok")]
+
     def test_first_sign_limit_learns_and_first_progress_tightens(self) -> None:
         clock, op, t, inputs, remote = setup()
         for _ in range(400):  # first byte after 0.5 s, every time

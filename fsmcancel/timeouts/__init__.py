@@ -50,8 +50,9 @@ How limits are learned
 * **Silence, not latency** (``idle``, the default): a stall is declared
   when a call has been silent for ``idle.multiplier`` (3.5) times the
   ``idle.quantile`` (p99) of the silences live calls of its kind showed:
-  before their first sign of life, or between two progress events.  Every
-  gap is learned, however short (a stream 5 ms apart trains the model).
+  before their first sign of life, or between two progress events (and
+  from the last one to the answer).  Every gap is learned, however short
+  (a stream 5 ms apart trains the model).
   The distributions are kept as log-scale histograms (6% bins), so Pareto
   pauses are seen as they are, not through a normal fit.
 * **Learn from the kind**: a peer's estimate reads its own histogram plus

@@ -198,8 +198,9 @@ class KeyEstimator:
 
     def gap(self, seconds: float) -> None:
         """
-        Silence between two progress events of a live call.  Called per
-        chunk, so the bin is computed once for both histograms.
+        Silence between two progress events of a live call (or from the
+        last one to its answer).  Called per chunk, so the bin is computed
+        once for both histograms.
         """
         b = 0 if seconds <= LOW else int((_log(seconds) - _LOG_LOW) * _SCALE)
         if b > MAX_BIN:

@@ -294,6 +294,11 @@ class GuardedCall(Generic[T]):
         if not self.progressed:  # the answer is the first sign of life
             self._estimator.first_sign(now - self.started)
             self._health.alive(now)
+        elif now > self.last:
+            # The silence before the answer was survived, like any gap: a
+            # peer whose calls got slower shows it here first (its long
+            # silences mid-stream are exactly what the old limit kills).
+            self._estimator.gap(now - self.last)
         self._health.ended(False, self.probe, now, self._rule)
         return now - self.started
 
