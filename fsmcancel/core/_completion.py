@@ -100,7 +100,10 @@ class Completing(Generic[T], MixinBase):
         Record the operation's result.  The completion fires with it once the
         machine reaches a terminal state and cleanup has finished.
         """
-        if isinstance(result, Deferred):
+        # Not ``isinstance``: Deferred is an ABC (Awaitable), whose instance
+        # check costs more than the rest of this method; subclasses are found
+        # all the same.
+        if Deferred in type(result).__mro__:
             raise TypeError(
                 f"{self.name}: op.succeed() was given a Deferred in state {self._state!r}; "
                 "watch it (op.watch(d, inputs.got)) and succeed with its result"
