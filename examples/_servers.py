@@ -1,10 +1,13 @@
 """
-Small servers and logging set-up shared by the examples.
+Small servers, logging set-up and command-line helpers shared by the
+examples.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -15,6 +18,8 @@ from twisted.internet.defer import DeferredQueue
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.python.failure import Failure
+
+from fsmcancel.timeouts import ConfigError, TimeoutConfig, load_config
 
 
 def setup_logging(level: int = logging.DEBUG, file: TextIO | None = None) -> None:
@@ -37,6 +42,20 @@ def setup_logging(level: int = logging.DEBUG, file: TextIO | None = None) -> Non
 
 def quiet_logging() -> None:
     setup_logging(logging.INFO)
+
+
+def timeouts_option(parser: argparse.ArgumentParser, path: str | os.PathLike[str]) -> TimeoutConfig:
+    """
+    The configuration a ``--timeouts FILE`` option names (environment
+    overrides applied, as ``fsmcancel timeouts check`` does), or a usage
+    error naming the file and what is wrong with it.
+    """
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        parser.error(f"--timeouts {os.fspath(path)}: {e}")
+    except OSError as e:
+        parser.error(f"--timeouts {os.fspath(path)}: cannot read it: {e.strerror or e}")
 
 
 @dataclass

@@ -57,7 +57,7 @@ from examples.mirror_blob import (
 )
 from fsmcancel import Cancellable, Operation, OperationBuilder, OperationService, Registry
 from fsmcancel.core import ChildGroup
-from fsmcancel.timeouts import ConfigError, TimeoutConfig, Timeouts, load_config
+from fsmcancel.timeouts import TimeoutConfig, Timeouts
 
 __all__ = ["blob_fetch_machine", "main", "mirror_fetch_machine", "parse_args"]
 
@@ -270,13 +270,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         p.error("at least one --mirror URL is required")
     if len(set(args.mirror)) != len(args.mirror):
         p.error("the same --mirror is given twice")
-    path = args.timeouts or DEFAULT_TIMEOUTS
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        p.error(f"--timeouts {path}: {e}")
-    except OSError as e:
-        p.error(f"--timeouts {path}: cannot read it: {e.strerror or e}")
+    from examples._servers import timeouts_option  # it imports the reactor
+
+    config = timeouts_option(p, args.timeouts or DEFAULT_TIMEOUTS)
     # Last, because it creates the directory.
     out: Path = args.out
     try:

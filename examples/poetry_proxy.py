@@ -73,7 +73,7 @@ from fsmcancel import (
     OperationService,
     Registry,
 )
-from fsmcancel.timeouts import ConfigError, Timeouts, load_config
+from fsmcancel.timeouts import Timeouts, load_config
 
 __all__ = [
     "PoetryClient",
@@ -351,12 +351,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.upstream = parse_upstream(args.upstream)
     except ValueError:
         parser.error(f"--upstream must be HOST:PORT, not {args.upstream!r}")
-    try:
-        args.timeouts = Timeouts(load_config(args.timeouts))
-    except ConfigError as e:
-        parser.error(f"--timeouts {args.timeouts}: {e}")
-    except OSError as e:
-        parser.error(f"--timeouts {args.timeouts}: cannot read it: {e.strerror or e}")
+    from examples._servers import timeouts_option  # it imports the reactor
+
+    args.timeouts = Timeouts(timeouts_option(parser, args.timeouts))
     return args
 
 

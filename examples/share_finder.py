@@ -58,7 +58,7 @@ from examples.share_machines import TIMEOUTS, Search, share_finder
 from examples.share_protocol import SI_PATTERN, Connections, split_address
 from examples.share_report import Found, SharesUnavailable, summary
 from fsmcancel import OperationCancelled, OperationService
-from fsmcancel.timeouts import ConfigError, TimeoutConfig, Timeouts, load_config
+from fsmcancel.timeouts import TimeoutConfig, Timeouts
 
 EXIT_FAILED = 1
 
@@ -289,13 +289,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         p.error("at least one --server HOST:PORT is required")
     if len(set(args.server)) != len(args.server):
         p.error("the same --server is given twice")
-    path = args.timeouts or TIMEOUTS
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        p.error(f"--timeouts {path}: {e}")
-    except OSError as e:
-        p.error(f"--timeouts {path}: cannot read it: {e.strerror or e}")
+    from examples._servers import timeouts_option  # it imports the reactor
+
+    config = timeouts_option(p, args.timeouts or TIMEOUTS)
     out: Path = args.out
     if out.is_dir():
         p.error(f"--out {out}: is a directory")
